@@ -1,0 +1,218 @@
+"""Schedule application, lowering to LLVM and JIT compilation.
+
+``compile(workload, schedule) -> Kernel``.  Every failure (an illegal schedule, a transform that
+does not apply, a pass that fails, the JIT refusing the module) raises :class:`CompileError` with a
+one-line message; :func:`try_compile` returns it as data instead.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Sequence
+
+import numpy as np
+from torch_mlir import execution_engine, ir, passmanager
+
+from tilewise.ir.build import KERNEL_NAME, build_module
+from tilewise.ir.ops.base import ArgSpec, ScheduleError
+from tilewise.ir.schedule import Schedule
+from tilewise.ir.script import Script
+from tilewise.ir.workload import Workload
+
+
+class CompileError(RuntimeError):
+    """The schedule could not be applied, lowered or JIT-compiled (message says which stage)."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(f"{stage}: {message}")
+
+
+_BUFFERS = "buffer-deallocation-pipeline,convert-bufferization-to-memref"
+_TO_LLVM_TAIL = ("expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-scf-to-cf,"
+                 "convert-vector-to-llvm{{reassociate-fp-reductions=true}},convert-math-to-llvm,"
+                 "convert-math-to-libm,convert-index-to-llvm,convert-ub-to-llvm,convert-func-to-llvm,"
+                 "convert-arith-to-llvm,convert-cf-to-llvm,{omp}reconcile-unrealized-casts")
+
+
+def lowering_pipeline(threads: int) -> str:
+    """Pass pipeline from the scheduled (bufferized, vectorized) module to the LLVM dialect.
+
+    ``finalize-memref-to-llvm`` precedes ``convert-scf-to-cf`` so that the OpenMP path works
+    (MLIR_NOTES, "Parallel").
+    """
+    loops = "func.func(convert-linalg-to-loops,convert-vector-to-scf{full-unroll=true})"
+    if threads > 1:
+        head = f"func.func(scf-forall-to-parallel),convert-scf-to-openmp{{num-threads={threads}}},{loops}"
+        tail = _TO_LLVM_TAIL.format(omp="convert-openmp-to-llvm,")
+    else:
+        head = f"func.func(scf-forall-to-for),{loops}"
+        tail = _TO_LLVM_TAIL.format(omp="")
+    return f"builtin.module({_BUFFERS},{head},{tail})"
+
+
+@functools.lru_cache(maxsize=1)
+def openmp_runtime() -> str:
+    """Path of ``libiomp5.so`` from the installed ``intel-openmp`` wheel (exports ``__kmpc_*``)."""
+    try:
+        files = metadata.files("intel-openmp") or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.name == "libiomp5.so":
+            return str(f.locate().resolve())
+    raise CompileError("jit", "the OpenMP runtime libiomp5.so was not found: install the "
+                              "'intel-openmp' package (pip install intel-openmp)")
+
+
+# --- calling kernels ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _descriptor_type(rank: int):
+    fields = [("allocated", ctypes.c_void_p), ("aligned", ctypes.c_void_p), ("offset", ctypes.c_longlong)]
+    if rank:
+        fields += [("sizes", ctypes.c_longlong * rank), ("strides", ctypes.c_longlong * rank)]
+    return type(f"MemRef{rank}D", (ctypes.Structure,), {"_fields_": fields})
+
+
+def _descriptor(a: np.ndarray):
+    if not a.flags.c_contiguous:
+        raise ValueError("kernel arguments must be C-contiguous arrays")
+    d = _descriptor_type(a.ndim)()
+    d.allocated = d.aligned = a.ctypes.data
+    d.offset = 0
+    if a.ndim:
+        d.sizes[:] = a.shape
+        d.strides[:] = [s // a.itemsize for s in a.strides]
+    return d
+
+
+@dataclass
+class Kernel:
+    """A compiled kernel: call it with numpy arrays (inputs, then outputs), written in place."""
+
+    workload: Workload
+    schedule: Schedule
+    arg_specs: list[ArgSpec]
+    compile_time_s: float
+    _engine: execution_engine.ExecutionEngine = field(repr=False)
+    _context: ir.Context = field(repr=False)
+    _fn: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self._fn = self._engine.lookup(KERNEL_NAME)
+
+    def bind(self, arrays: Sequence[np.ndarray]):
+        """Pre-build the argument block; returns a zero-argument callable (for timing loops)."""
+        if len(arrays) != len(self.arg_specs):
+            raise ValueError(f"kernel takes {len(self.arg_specs)} arrays, got {len(arrays)}")
+        for a, spec in zip(arrays, self.arg_specs):
+            if tuple(a.shape) != spec.shape:
+                raise ValueError(f"argument shape {a.shape} != expected {spec.shape}")
+        descs = [_descriptor(a) for a in arrays]
+        ptrs = [ctypes.pointer(d) for d in descs]
+        pptrs = [ctypes.pointer(p) for p in ptrs]
+        packed = (ctypes.c_void_p * len(pptrs))(*[ctypes.cast(p, ctypes.c_void_p) for p in pptrs])
+        fn = self._fn
+        keep = (arrays, descs, ptrs, pptrs)
+
+        def call(_keep=keep):
+            fn(packed)
+        return call
+
+    def __call__(self, *arrays: np.ndarray) -> None:
+        self.bind(arrays)()
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+def _run(pipeline: str, module: ir.Module, stage: str) -> None:
+    try:
+        passmanager.PassManager.parse(pipeline).run(module.operation)
+    except ir.MLIRError as e:
+        raise CompileError(stage, _one_line(e)) from None
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _strip_transform(module: ir.Module) -> None:
+    for op in list(module.body.operations):
+        if op.operation.name == "transform.named_sequence":
+            op.operation.erase()
+    if "transform.with_named_sequence" in module.operation.attributes:
+        del module.operation.attributes["transform.with_named_sequence"]
+
+
+def _drop_returned_outputs(module: ir.Module) -> None:
+    """Kernels write their outputs in place: drop results that alias an argument buffer.
+
+    ``drop-equivalent-buffer-results`` only touches private functions (a public ABI is kept), so
+    the kernel is private for the duration of the pass."""
+    funcs = [op.operation for op in module.body.operations if op.operation.name == "func.func"]
+    for f in funcs:
+        f.attributes["sym_visibility"] = ir.StringAttr.get("private")
+    _run("builtin.module(drop-equivalent-buffer-results)", module, "bufferize")
+    for f in funcs:
+        del f.attributes["sym_visibility"]
+    kernel = funcs[0].attributes["function_type"]
+    if ir.FunctionType(ir.TypeAttr(kernel).value).results:
+        raise CompileError("bufferize", "an output was not bufferized in place into its argument")
+
+
+def scheduled_module(w: Workload, s: Schedule, ctx_module) -> ir.Module:
+    """Apply ``s`` to the module of ``w`` (in place); returns the bufferized, scheduled module."""
+    _, module = ctx_module
+    script = Script(module, consumes_root=True)
+    try:
+        w.kind.schedule(script, w, s)
+        script.finish()
+    except ScheduleError:
+        raise
+    except Exception as e:   # a builder error is a bug in an op kind's script, reported as data
+        raise CompileError("schedule", f"building the transform script failed: {_one_line(e)}") from None
+    _run("builtin.module(transform-interpreter)", module, "transform")
+    _strip_transform(module)
+    _drop_returned_outputs(module)
+    return module
+
+
+def transformed_ir(w: Workload, s: Schedule) -> str:
+    """The scheduled module as text (after the transform script, before lowering to LLVM)."""
+    w.kind.validate(w, s)
+    with build_module(w, s.get("precision", w.dtype)) as cm:
+        return str(scheduled_module(w, s, cm))
+
+
+def compile(w: Workload, s: Schedule, *, opt_level: int = 3) -> Kernel:
+    """Validate, schedule, lower and JIT ``w`` under ``s``.  Raises ScheduleError or CompileError."""
+    w.kind.validate(w, s)
+    t0 = time.perf_counter()
+    precision = s.get("precision", w.dtype)
+    threads = int(s.get("threads", 1))
+    cm = build_module(w, precision)
+    ctx, module = cm.__enter__()
+    try:
+        scheduled_module(w, s, (ctx, module))
+        _run(lowering_pipeline(threads), module, "lower")
+        libs = [openmp_runtime()] if threads > 1 else []
+        try:
+            engine = execution_engine.ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
+        except Exception as e:
+            raise CompileError("jit", _one_line(e)) from None
+        kernel = Kernel(w, s, w.kind.args(w, precision), 0.0, engine, ctx)
+        kernel.compile_time_s = time.perf_counter() - t0
+        return kernel
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def try_compile(w: Workload, s: Schedule, **kw) -> tuple[Kernel | None, str | None]:
+    """``compile`` with failures as data: ``(kernel, None)`` or ``(None, message)``."""
+    try:
+        return compile(w, s, **kw), None
+    except (ScheduleError, CompileError) as e:
+        return None, str(e)

@@ -1,0 +1,3 @@
+"""Op kinds: each registers itself by name (``get_op("matmul")``)."""
+from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, all_ops, get_op, register  # noqa: F401
+from tilewise.ir.ops import matmul  # noqa: F401,E402

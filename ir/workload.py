@@ -1,0 +1,128 @@
+"""Workloads: one op with its shapes and element type.
+
+Canonical string form (the CLI's): ``OP:SHAPES:DTYPE[:ATTRS]``
+
+* ``SHAPES``: one or more ``x``-separated shapes, comma-separated (``1x56x56x64,3x3x64x64``);
+* ``DTYPE``: ``f32 | bf16 | f16 | i8`` (what the op's inputs hold; contractions accumulate in f32,
+  or i32 for i8);
+* ``ATTRS``: optional ``name=int`` pairs, comma-separated (``stride=2,pad=1``).
+
+What each op kind's shapes mean is documented on the op kind (``tilewise.ir.ops``); for example
+``matmul:MxNxK``, ``batch_matmul:BxMxNxK``, ``conv2d_nhwc:NxHxWxC,KHxKWxCxF``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class WorkloadError(ValueError):
+    """A workload string or description that cannot name a real workload."""
+
+
+_DIMS_RE = re.compile(r"^[0-9]+(x[0-9]+)*$")
+_ATTR_RE = re.compile(r"^([a-z_]+)=(-?[0-9]+)$")
+
+
+@dataclass(frozen=True)
+class Workload:
+    op: str
+    shapes: tuple[tuple[int, ...], ...]
+    dtype: str
+    attrs: tuple[tuple[str, int], ...] = ()
+    schema_version: ClassVar[int] = 1
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        from tilewise.ir.ops import get_op
+        object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in self.shapes))
+        object.__setattr__(self, "attrs", tuple(sorted((str(k), int(v)) for k, v in dict(self.attrs).items())))
+        kind = get_op(self.op)   # raises WorkloadError for an unknown op
+        if self.dtype not in kind.dtypes:
+            raise WorkloadError(
+                f"{self.op} does not support dtype {self.dtype!r}: use one of {', '.join(kind.dtypes)}")
+        kind.check(self)
+
+    # -- forms -----------------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, text: str) -> "Workload":
+        parts = text.strip().split(":")
+        if len(parts) not in (3, 4) or not all(parts[:3]):
+            raise WorkloadError(
+                f"malformed workload {text!r}: expected OP:SHAPES:DTYPE[:ATTRS], "
+                "e.g. matmul:512x512x512:f32")
+        op, shapes_text, dtype_name = parts[:3]
+        shapes = []
+        for s in shapes_text.split(","):
+            if not _DIMS_RE.match(s):
+                raise WorkloadError(
+                    f"malformed shape {s!r} in {text!r}: dimensions are positive integers joined by 'x'")
+            shapes.append(tuple(int(d) for d in s.split("x")))
+        attrs = {}
+        if len(parts) == 4 and parts[3]:
+            for a in parts[3].split(","):
+                m = _ATTR_RE.match(a)
+                if not m:
+                    raise WorkloadError(f"malformed attribute {a!r} in {text!r}: expected name=integer")
+                attrs[m.group(1)] = int(m.group(2))
+        return cls(op, tuple(shapes), dtype_name, tuple(attrs.items()))
+
+    def __str__(self) -> str:
+        s = f"{self.op}:{','.join('x'.join(map(str, sh)) for sh in self.shapes)}:{self.dtype}"
+        if self.attrs:
+            s += ":" + ",".join(f"{k}={v}" for k, v in self.attrs)
+        return s
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "op": self.op,
+                "shapes": [list(s) for s in self.shapes], "dtype": self.dtype,
+                "attrs": dict(self.attrs)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Workload":
+        if d.get("schema_version") != cls.schema_version:
+            raise WorkloadError(f"workload schema {d.get('schema_version')} is not supported "
+                                f"(this tilewise reads {cls.schema_version})")
+        return cls(d["op"], tuple(tuple(s) for s in d["shapes"]), d["dtype"], tuple(d["attrs"].items()))
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def kind(self):
+        from tilewise.ir.ops import get_op
+        return get_op(self.op)
+
+    def attr(self, name: str, default: int) -> int:
+        return dict(self.attrs).get(name, default)
+
+    @property
+    def loop_dims(self) -> dict[str, int]:
+        """Iteration domain of the op, by dimension name (``{"m": 512, "n": 512, "k": 512}``)."""
+        return self.kind.loop_dims(self)
+
+    @property
+    def flops(self) -> float:
+        return self.kind.flops(self)
+
+    def mlir(self, precision: str | None = None) -> str:
+        """The canonical printed MLIR of the untransformed kernel (linalg on tensors)."""
+        key = precision or self.dtype
+        if key not in self._cache:
+            from tilewise.ir.build import build_module
+            with build_module(self, precision) as (_, module):
+                self._cache[key] = str(module)
+        return self._cache[key]
+
+    def key(self) -> str:
+        """sha256 of the canonical printed MLIR: equal iff the computation is the same."""
+        return hashlib.sha256(self.mlir().encode()).hexdigest()
+
+
+def parse_workload(text: str) -> Workload:
+    return Workload.parse(text)
+
+
+def dumps(w: Workload) -> str:
+    return json.dumps(w.to_json(), sort_keys=True)

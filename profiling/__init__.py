@@ -1,0 +1,1 @@
+"""Targets, measurement and (later) runners and reports."""

@@ -1,0 +1,160 @@
+"""Minimal measurement: check a kernel against the float64 reference, then time it.
+
+Protocol (this machine is noisy, MLIR_NOTES "Compile time and measurement"): outputs are poisoned
+(NaN, or a sentinel for integers) before the checked run so a kernel that writes nothing cannot
+pass; warm-up runs; then at least ``repeats`` timed runs and at least ``min_time_s`` of them; we
+report min, median and quartiles.  Errors are data: a compile failure or a wrong result is a
+:class:`Measurement` with a status, never an exception.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from tilewise.ir.compiler import CompileError, Kernel, compile
+from tilewise.ir.ops.base import ScheduleError
+from tilewise.ir.dtypes import DTYPES, from_storage, round_to, to_storage
+from tilewise.ir.schedule import Schedule
+from tilewise.ir.workload import Workload
+
+STATUSES = ("ok", "compile_error", "runtime_error", "timeout", "wrong_result", "invalid")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    status: str
+    error_msg: str = ""
+    times_s: tuple[float, ...] = ()
+    rel_error: float | None = None
+    compile_time_s: float = 0.0
+    schema_version: int = field(default=1, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s) if self.times_s else float("inf")
+
+    @property
+    def min_s(self) -> float:
+        return min(self.times_s) if self.times_s else float("inf")
+
+    def quantiles_s(self) -> tuple[float, float]:
+        if len(self.times_s) < 4:
+            return self.min_s, self.median_s
+        q = statistics.quantiles(self.times_s, n=4)
+        return q[0], q[2]
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "status": self.status, "error_msg": self.error_msg,
+                "times_s": list(self.times_s), "median_s": self.median_s if self.times_s else None,
+                "rel_error": self.rel_error, "compile_time_s": self.compile_time_s}
+
+
+@dataclass
+class Problem:
+    """Inputs for one workload in one precision, the float64 reference and output buffers."""
+    workload: Workload
+    precision: str
+    inputs: list[np.ndarray]          # kernel-ready buffers
+    expected: list[np.ndarray]        # float64 reference results
+    outputs: list[np.ndarray]         # kernel output buffers (poisoned before a checked run)
+    output_dtypes: list[str]
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        return self.inputs + self.outputs
+
+    def poison(self) -> None:
+        for out, dt in zip(self.outputs, self.output_dtypes):
+            if dt == "bf16":
+                out.fill(0x7FC0)                     # bf16 quiet NaN
+            elif DTYPES[dt].is_float:
+                out.fill(np.nan)
+            else:
+                out.fill(np.iinfo(out.dtype).min)    # a value no test input produces
+
+    def rel_error(self) -> float:
+        """Normwise relative error of the outputs: max|out - ref| / max|ref|."""
+        worst = 0.0
+        for out, dt, ref in zip(self.outputs, self.output_dtypes, self.expected):
+            got = from_storage(out, dt)
+            if not np.all(np.isfinite(got)):
+                return float("inf")
+            scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
+            worst = max(worst, float(np.max(np.abs(got - ref))) / scale if ref.size else 0.0)
+        return worst
+
+
+def make_problem(w: Workload, precision: str | None = None, seed: int = 0) -> Problem:
+    """Fresh random inputs for ``w`` (computed in ``precision``) and their float64 reference.
+
+    The reference sees the inputs as the *workload's* dtype holds them, so a lower ``precision``
+    is charged for the rounding of its inputs, as an error budget should be.
+    """
+    precision = precision or w.dtype
+    kind = w.kind
+    rng = np.random.default_rng(seed)
+    values = [round_to(v, w.dtype) for v in kind.sample_inputs(w, rng)]
+    expected = kind.reference(w, values)
+    specs = kind.args(w, precision)
+    ins = [a for a in specs if not a.is_output]
+    outs = [a for a in specs if a.is_output]
+    inputs = [to_storage(v, a.dtype) for v, a in zip(values, ins)]
+    outputs = [np.empty(a.shape, DTYPES[a.dtype].storage) for a in outs]
+    expected = [round_to(e, a.dtype) if not DTYPES[a.dtype].is_float else e for e, a in zip(expected, outs)]
+    return Problem(w, precision, inputs, expected, outputs, [a.dtype for a in outs])
+
+
+def check(kernel: Kernel, problem: Problem) -> float:
+    """Poison outputs, run once, return the relative error against the reference."""
+    problem.poison()
+    kernel(*problem.arrays)
+    return problem.rel_error()
+
+
+def time_runs(fn: Callable[[], object], *, repeats: int = 10, min_time_s: float = 0.2,
+              warmup: int = 2, max_repeats: int = 1000) -> list[float]:
+    """Warm up, then time ``fn`` at least ``repeats`` times and for at least ``min_time_s``."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_time_s and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(w: Workload, s: Schedule, *, max_rel_error: float | None = None, repeats: int = 10,
+            min_time_s: float = 0.2, seed: int = 0, problem: Problem | None = None) -> Measurement:
+    """Compile ``s``, check it against the reference, time it.  Never raises for a bad schedule."""
+    precision = s.get("precision", w.dtype)
+    try:
+        kernel = compile(w, s)
+    except ScheduleError as e:
+        return Measurement("invalid", str(e))
+    except CompileError as e:
+        return Measurement("compile_error", str(e))
+    problem = problem if problem is not None and problem.precision == precision else make_problem(w, precision, seed)
+    bound = max_rel_error if max_rel_error is not None else w.kind.tolerance(w, precision)
+    rel = check(kernel, problem)
+    if not rel <= bound:
+        return Measurement("wrong_result", f"relative error {rel:.3g} exceeds {bound:.3g}",
+                           rel_error=rel, compile_time_s=kernel.compile_time_s)
+    times = time_runs(kernel.bind(problem.arrays), repeats=repeats, min_time_s=min_time_s)
+    if min(times) <= 0:
+        return Measurement("runtime_error", "non-positive timing: the clock or the kernel is broken",
+                           rel_error=rel, compile_time_s=kernel.compile_time_s)
+    return Measurement("ok", "", tuple(times), rel, kernel.compile_time_s)
+
+
+def gflops(w: Workload, seconds: float) -> float:
+    return w.flops / seconds / 1e9 if seconds > 0 else 0.0

@@ -1,0 +1,108 @@
+"""Search spaces: knobs with their legal values, derived from the workload and the target.
+
+A :class:`Space` is a product of per-knob value lists cut by a joint constraint (register budget,
+register tile within the cache tile, ...), so a strategy that draws from it never proposes a
+schedule the op kind would reject.  Per-op space builders register by op name::
+
+    @register_space("matmul", "batch_matmul")
+    def contraction_space(w, target, options: SpaceOptions) -> Space: ...
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from tilewise.ir.schedule import Schedule
+
+if TYPE_CHECKING:
+    from tilewise.ir.workload import Workload
+    from tilewise.profiling.target import Target
+
+Constraint = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass
+class Space:
+    knobs: dict[str, list[Any]]
+    constraint: Constraint = field(default=lambda s: True)
+
+    def __post_init__(self):
+        empty = [k for k, v in self.knobs.items() if not v]
+        if empty:
+            raise ValueError(f"knob {empty[0]!r} has no legal value")
+
+    @property
+    def raw_size(self) -> int:
+        return math.prod(len(v) for v in self.knobs.values())
+
+    def is_legal(self, values: Mapping[str, Any]) -> bool:
+        return all(values.get(k) in v for k, v in self.knobs.items()) and self.constraint(values)
+
+    def sample(self, rng: np.random.Generator, max_tries: int = 10_000) -> Schedule:
+        """One legal schedule, uniform over the constrained product (rejection sampling)."""
+        names = list(self.knobs)
+        for _ in range(max_tries):
+            values = {k: self.knobs[k][int(rng.integers(len(self.knobs[k])))] for k in names}
+            if self.constraint(values):
+                return Schedule(values)
+        raise RuntimeError("could not draw a legal schedule: the space's constraint rejects almost everything")
+
+    def __iter__(self) -> Iterator[Schedule]:
+        """Every legal schedule (for grid search over small spaces)."""
+        names = list(self.knobs)
+        for combo in itertools.product(*(self.knobs[k] for k in names)):
+            values = dict(zip(names, combo))
+            if self.constraint(values):
+                yield Schedule(values)
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """What the user allows: a thread cap, and the precisions an error budget admits (the
+    workload's own dtype is always in)."""
+    max_threads: int = 1
+    precisions: tuple[str, ...] = ()
+
+
+SpaceBuilder = Callable[["Workload", "Target", SpaceOptions], Space]
+_SPACES: dict[str, SpaceBuilder] = {}
+
+
+def register_space(*ops: str):
+    def deco(fn: SpaceBuilder) -> SpaceBuilder:
+        for op in ops:
+            _SPACES[op] = fn
+        return fn
+    return deco
+
+
+def space_for(w: "Workload", target: "Target", options: SpaceOptions | None = None) -> Space:
+    """The search space of ``w`` on ``target`` within ``options``."""
+    if not _SPACES:
+        import tilewise.tuner.spaces  # noqa: F401  (registers the built-in spaces)
+    try:
+        builder = _SPACES[w.op]
+    except KeyError:
+        raise ValueError(f"no search space for op {w.op!r}") from None
+    return builder(w, target, options or SpaceOptions())
+
+
+def precisions(w: "Workload", options: SpaceOptions) -> list[str]:
+    """The workload's dtype, then every lower precision the op kind offers and the user allows."""
+    return [w.dtype] + [p for p in w.kind.precisions_for(w) if p in options.precisions]
+
+
+def divisors_up_to(n: int, cap: int, include_zero: bool = False) -> list[int]:
+    """Tile-size candidates for a dim of size ``n``: powers of two and divisors of n up to cap."""
+    vals = {d for d in range(1, min(n, cap) + 1) if n % d == 0 and (d & (d - 1) == 0 or d % 8 == 0)}
+    vals |= {1 << i for i in range(0, 12) if (1 << i) <= min(n, cap)}
+    out = sorted(vals)
+    return ([0] if include_zero else []) + out
+
+
+def thread_counts(max_threads: int) -> list[int]:
+    return sorted({t for t in (1, 2, 4, 8, 16, 32, 64) if t <= max_threads} | {max_threads})

@@ -1,0 +1,2 @@
+"""Built-in search spaces (each module registers its op kinds' space)."""
+from tilewise.tuner.spaces import contraction  # noqa: F401
