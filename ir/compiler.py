@@ -116,7 +116,7 @@ class Kernel:
         pptrs = [ctypes.pointer(p) for p in ptrs]
         packed = (ctypes.c_void_p * len(pptrs))(*[ctypes.cast(p, ctypes.c_void_p) for p in pptrs])
         fn = self._fn
-        keep = (arrays, descs, ptrs, pptrs)
+        keep = (self, arrays, descs, ptrs, pptrs)   # the engine must outlive the callable
 
         def call(_keep=keep):
             fn(packed)

@@ -155,10 +155,16 @@ class Script:
     def canonicalize(self, target: ir.Value) -> None:
         self._patterns(target, transform.ApplyCanonicalizationPatternsOp)
 
+    def cse(self, target: ir.Value) -> None:
+        """Common-subexpression elimination (after bufferization it merges identical subviews, so
+        that in-place ``insert_slice`` copies become self-copies that canonicalization erases)."""
+        with self._ip:
+            transform.ApplyCommonSubexpressionEliminationOp(target)
+
     def decompose(self, target: ir.Value) -> ir.Value:
         """Rewrite higher-D convolutions into 1-D ones the vectorizer handles (tensors only)."""
         with self._ip:
-            return ts.DecomposeOp(_any(), target).result
+            return ts.DecomposeOp(target).result
 
     def vectorize(self, func: ir.Value) -> ir.Value:
         with self._ip:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -104,6 +104,13 @@ class OpKind(ABC):
             else:
                 out.append(rng.integers(-100, 101, a.shape).astype(np.float64))
         return out
+
+    def baseline(self, w: "Workload", inputs: Sequence[np.ndarray]) -> tuple[str, Callable[[], object]]:
+        """A well-tuned library implementation to compare against: ``(name, run)``.
+
+        ``inputs`` are float32 arrays of the input values.  The default runs the numpy reference
+        on them (OpenBLAS for contractions); the caller limits BLAS threads."""
+        return "numpy", lambda: self.reference(w, inputs)
 
     def tolerance(self, w: "Workload", precision: str) -> float:
         """Largest acceptable normwise relative error vs the float64 reference."""

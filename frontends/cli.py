@@ -1,0 +1,216 @@
+"""The ``tilewise`` command line.
+
+Every command takes ``--json`` for machine output.  Bad input (a malformed workload, an illegal
+schedule, an unreadable .mlir file) prints one line ``error: ...`` to stderr and exits with 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="tilewise: learned cost models and autotuning for ML kernels on MLIR.")
+out = Console()
+err = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _workloads(spec: str):
+    from tilewise.frontends.mlir_file import MlirFileError, workloads_from_mlir
+    from tilewise.ir.workload import Workload, WorkloadError
+    try:
+        if spec.endswith(".mlir"):
+            return workloads_from_mlir(spec)
+        return [Workload.parse(spec)]
+    except (WorkloadError, MlirFileError) as e:
+        fail(str(e))
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="print the target as JSON")):
+    """Print the detected target (CPU model, ISA, cores, caches) and its key."""
+    from tilewise.profiling.target import detect
+    t = detect()
+    if as_json:
+        print(json.dumps(dict(t.to_json(), key=t.key()), indent=2))
+        return
+    table = Table(title="tilewise target", show_header=False)
+    table.add_row("cpu", t.name)
+    table.add_row("arch", t.arch)
+    table.add_row("cores", str(t.cores))
+    table.add_row("simd", f"{t.simd_bits}-bit ({t.simd_lanes()} f32 lanes)")
+    table.add_row("isa", " ".join(t.isa))
+    table.add_row("caches", ", ".join(f"{k} {v // 1024} KiB" for k, v in t.caches.items()))
+    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in t.versions))
+    table.add_row("key", t.key()[:16])
+    out.print(table)
+
+
+@app.command()
+def tune(
+    workload: str = typer.Argument(..., help="WORKLOAD string (matmul:512x512x512:f32) or FILE.mlir"),
+    trials: int = typer.Option(32, "--trials", "-n", min=1, help="schedules to measure"),
+    strategy: str = typer.Option("random", "--strategy", help="search strategy: random | grid"),
+    threads: int = typer.Option(1, "--threads", "-t", min=1, help="most threads a schedule may use"),
+    max_rel_error: Optional[float] = typer.Option(
+        None, "--max-rel-error", help="error budget vs float64; admits lower precisions within it"),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the result object as JSON"),
+):
+    """Tune a workload: measure TRIALS schedules, re-measure the best side by side with the default
+    schedule and the library baseline, and report the winner.
+
+    Examples:
+
+      tilewise tune matmul:512x512x512:f32 --trials 32 --threads 1
+
+      tilewise tune matmul:1024x1024x1024:f32 --trials 64 --threads 2 --json
+
+      tilewise tune model.mlir --trials 16
+    """
+    from tilewise.profiling.target import detect
+    from tilewise.tuner.base import available
+    from tilewise.tuner.tune import TuneConfig
+    from tilewise.tuner.tune import tune as run_tune
+    if strategy not in available():
+        fail(f"unknown strategy {strategy!r}: use one of {', '.join(available())}")
+    if max_rel_error is not None and not max_rel_error > 0:
+        fail("--max-rel-error must be a positive number")
+    target = detect()
+    if threads > target.cores:
+        fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
+    results = []
+    for w in _workloads(workload):
+        config = TuneConfig(trials=trials, strategy=strategy, max_threads=threads,
+                            max_rel_error=max_rel_error, seed=seed)
+        results.append(_tune_one(w, target, config, run_tune, quiet=as_json))
+    if as_json:
+        payload = [r.to_json() for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        for r in results:
+            _print_result(r)
+    if any(r.best is None for r in results):
+        raise typer.Exit(1)
+
+
+def _tune_one(w, target, config, run_tune, quiet: bool):
+    columns = [TextColumn(f"[bold]{w}[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[best]}"), TextColumn("failed {task.fields[failed]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    state = {"best": None, "failed": 0}
+    with Progress(*columns, console=err, transient=True, disable=quiet) as progress:
+        task = progress.add_task("tune", total=config.trials, best="", failed=0)
+
+        def on_trial(trial):
+            m = trial.measurement
+            if m.ok and (state["best"] is None or m.median_s < state["best"]):
+                state["best"] = m.median_s
+            state["failed"] += not m.ok
+            best = f"best {w.flops / state['best'] / 1e9:.1f} GFLOP/s" if state["best"] else ""
+            progress.update(task, advance=1, best=best, failed=state["failed"])
+
+        return run_tune(w, target, config, on_trial=on_trial)
+
+
+def _print_result(r) -> None:
+    table = Table(title=f"tilewise tune {r.workload}  ({r.target.name}, threads <= {r.config.max_threads})")
+    table.add_column("kernel")
+    table.add_column("median", justify="right")
+    table.add_column("GFLOP/s", justify="right")
+    table.add_column("vs best", justify="right")
+    table.add_column("rel. error", justify="right")
+    rows = [("best (tuned)", r.best), ("default schedule", r.default), (f"{r.reference.name} (reference)", r.reference)]
+    for label, t in rows:
+        if t is None:
+            table.add_row(label, "-", "-", "-", "-")
+            continue
+        rel = f"{t.rel_error:.1e}" if t.rel_error is not None else "-"
+        ratio = f"{t.median_s / r.best.median_s:.2f}x" if r.best else "-"
+        table.add_row(label, _fmt_time(t.median_s), f"{r.workload.flops / t.median_s / 1e9:.1f}", ratio, rel)
+    out.print(table)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(r.status_counts().items()))
+    out.print(f"trials: {len(r.trials)} ({counts}); wall time {r.wall_time_s:.1f} s")
+    if r.best is not None:
+        out.print(f"speedup over default: [bold]{r.speedup_over_default():.2f}x[/]   "
+                  f"vs {r.reference.name}: [bold]{r.ratio_to_reference():.2f}x[/]")
+        out.print(f"best schedule: {r.best.schedule.dumps()}", highlight=False, soft_wrap=True)
+    else:
+        out.print("[bold red]no schedule passed the reference check[/]")
+    for note in r.notes:
+        out.print(f"note: {note}")
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.3f} s"
+
+
+@app.command()
+def measure(
+    workload: str = typer.Argument(..., help="WORKLOAD string, e.g. matmul:512x512x512:f32"),
+    schedule: str = typer.Option(..., "--schedule", "-s",
+                                 help='schedule as JSON, e.g. \'{"tile":[0,16,512],"reg_tile":[6,16]}\'; '
+                                      '"default" or "untuned" for the built-in ones'),
+    max_rel_error: Optional[float] = typer.Option(None, "--max-rel-error"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Compile one schedule, check it against the float64 reference and time it.
+
+    Example: tilewise measure matmul:256x256x256:f32 --schedule '{"tile":[0,16,256],"reg_tile":[6,16],"promote":true}'
+    """
+    from tilewise.ir.ops.base import ScheduleError
+    from tilewise.ir.schedule import Schedule
+    from tilewise.profiling.measure import measure as run_measure
+    from tilewise.profiling.target import detect
+    (w,) = _workloads(workload)[:1]
+    if schedule == "default":
+        s = w.kind.default_schedule(w, detect())
+    elif schedule == "untuned":
+        s = w.kind.untuned_schedule(w)
+    else:
+        try:
+            data = json.loads(schedule)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            s = Schedule(data)
+        except (ValueError, TypeError) as e:
+            fail(f"--schedule is not a JSON object of knobs ({e}): e.g. '{{\"reg_tile\": [4, 16]}}'")
+    try:
+        w.kind.validate(w, s)
+    except ScheduleError as e:
+        fail(f"illegal schedule for {w}: {e}")
+    m = run_measure(w, s, max_rel_error=max_rel_error)
+    if as_json:
+        print(json.dumps({"workload": str(w), "schedule": s.to_json(), "measurement": m.to_json(),
+                          "gflops": w.flops / m.median_s / 1e9 if m.ok else None}, indent=2))
+    elif m.ok:
+        out.print(f"{w}: median {_fmt_time(m.median_s)}, {w.flops / m.median_s / 1e9:.1f} GFLOP/s, "
+                  f"rel. error {m.rel_error:.1e}, compile {m.compile_time_s * 1e3:.0f} ms")
+    else:
+        out.print(f"{w}: {m.status}: {m.error_msg}")
+    if not m.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
