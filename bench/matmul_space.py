@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     target = detect()
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     console.print(f"target: {target.describe()}")
     rows = []
     for case in args.cases.split(","):

@@ -154,7 +154,8 @@ class Conv2dNhwc(OpKind):
     def validate(self, w, s: Schedule) -> None:
         super().validate(w, s)
         g = self.geometry(w)
-        tile = check_int_list("tile", s.get("tile", (0, 0, 0, 0)), 4, 0, (g["oh"], g["ow"], g["f"], g["c"]))
+        tile = check_int_list("tile", s.get("tile", (0, 0, 0, 0)), 4, 0,
+                              (g["oh"], g["ow"], g["f"], g["c"]))
         reg = check_int_list("reg_tile", s.get("reg_tile", (1, 1)), 2, 1, (g["ow"], g["f"]))
         for i, name in ((1, "ow"), (2, "f")):
             if tile[i] and reg[i - 1] > tile[i]:
@@ -162,10 +163,17 @@ class Conv2dNhwc(OpKind):
         c_tile = s.get("c_tile", 1)
         if not _is_int(c_tile) or not 1 <= c_tile <= g["c"]:
             raise ScheduleError(f"c_tile={c_tile!r}: must be an integer in [1, {g['c']}] (the input channels)")
+        if tile[3] and c_tile > tile[3]:
+            raise ScheduleError(f"c_tile={c_tile} exceeds the cache tile c={tile[3]}")
         if not isinstance(s.get("vectorize", True), bool):
             raise ScheduleError(f"vectorize={s.get('vectorize')!r}: must be true or false")
-        if s.get("parallel_dim", "oh") not in PARALLEL_DIMS:
-            raise ScheduleError(f"parallel_dim={s.get('parallel_dim')!r}: must be one of {', '.join(PARALLEL_DIMS)}")
+        dim = s.get("parallel_dim", "oh")
+        if dim not in PARALLEL_DIMS:
+            raise ScheduleError(f"parallel_dim={dim!r}: must be one of {', '.join(PARALLEL_DIMS)}")
+        threads = s.get("threads", 1)
+        if threads > g[dim]:
+            raise ScheduleError(f"threads={threads} exceeds parallel_dim {dim}={g[dim]}: "
+                                "use fewer threads or another parallel_dim")
 
     # -- schedule -> script ----------------------------------------------------------------------
     def schedule(self, script, w, s: Schedule) -> None:

@@ -222,3 +222,100 @@ class ReduceMax(_Reduction):
 
     def reference(self, w, inputs):
         return [np.max(inputs[0], axis=-1)]
+
+
+# -- softmax ---------------------------------------------------------------------------------------------
+@register("softmax")
+class Softmax(OpKind):
+    dtypes = ("f32", "bf16", "f16")
+    precisions = ()
+    knobs = {
+        "tile": "rows per tile of the fused row loop",
+        "vector": "elements of the last dim per step (vector width)",
+        "vectorize": "vectorize",
+        "threads": "OpenMP threads over the row tiles",
+    }
+
+    def check(self, w) -> None:
+        _check_rank(w, 2, 4)
+
+    def args(self, w, precision: str) -> list[ArgSpec]:
+        shape = w.shapes[0]
+        return [ArgSpec(shape, w.dtype), ArgSpec(shape, w.dtype, is_output=True)]
+
+    def build(self, w, precision: str) -> None:
+        shape, dt = w.shapes[0], w.dtype
+        rank = len(shape)
+        t = tensor_type(shape, dt)
+
+        @func.FuncOp.from_py_func(t, t, name="kernel")
+        def kernel(X, Y):
+            def row_init(value):
+                return linalg.fill(fconst(value), outs=[tensor.EmptyOp(list(shape[:-1]), f32()).result])
+
+            mx = reduce_last([X], row_init(float("-inf")), lambda v, a: arith.maximumf(widen(v, dt), a))
+            sm = reduce_last([X, mx], row_init(0.0),
+                             lambda v, m, a: arith.addf(exp_f32(arith.subf(widen(v, dt), m)), a))
+            maps = _reduce_maps(rank, 2)[:-1] + [ir.AffineMap.get_identity(rank)]
+
+            def normalise(v, m, s, _):
+                return narrow(arith.divf(exp_f32(arith.subf(widen(v, dt), m)), s), dt)
+            return parallel_generic([X, mx, sm], Y, normalise, maps)
+
+    def reference(self, w, inputs):
+        x = inputs[0]
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return [e / e.sum(axis=-1, keepdims=True)]
+
+    def sample_inputs(self, w, rng):
+        return [rng.uniform(-8.0, 8.0, w.shapes[0])]    # a wide range: exp spans ~7 decades
+
+    def loop_dims(self, w) -> dict[str, int]:
+        return {f"d{i}": d for i, d in enumerate(w.shapes[0])}
+
+    def flops(self, w) -> float:
+        return 5.0 * float(np.prod(w.shapes[0]))        # max, sub, exp, add, div (exp counted once)
+
+    def default_schedule(self, w, target) -> Schedule:
+        """One row per tile, one SIMD register per step."""
+        lanes = target.simd_lanes(w.dtype)
+        return Schedule(tile=1, vector=min(lanes, w.shapes[0][-1]), vectorize=True, threads=1)
+
+    def untuned_schedule(self, w) -> Schedule:
+        return Schedule(vectorize=False, threads=1)
+
+    def validate(self, w, s: Schedule) -> None:
+        super().validate(w, s)
+        shape = w.shapes[0]
+        check_knob_int("tile", s.get("tile", 1), 1, shape[-2])
+        check_knob_int("vector", s.get("vector", 1), 1, shape[-1])
+
+    def schedule(self, script, w, s: Schedule) -> None:
+        shape = w.shapes[0]
+        rank = len(shape)
+        f = script.func()
+        fill_m, fill_s = script.split(script.match("linalg.fill", f), 2)
+        red_m, red_s, norm = script.split(script.match("linalg.generic", f), 3)
+        if not s.get("vectorize", True) and "tile" not in s and "vector" not in s:
+            script.bufferize()
+            return     # the untuned baseline: plain loops
+        tile, vector = int(s.get("tile", 1)), int(s.get("vector", 1))
+        # leading dims one at a time, the row dim in ceil(rows / tile) tiles; producers fused in
+        n_tiles = list(shape[:-2]) + [-(-shape[-2] // tile), 0]
+        norm, loop = script.tile_forall(norm, n_tiles)
+        red_s, loop = script.fuse_into(red_s, loop)
+        script.fuse_into(fill_s, loop)
+        red_m, loop = script.fuse_into(red_m, loop)
+        script.fuse_into(fill_m, loop)
+        # inside the tile: row by row, ``vector`` elements per step; peel the partial chunk
+        for op in (red_m, red_s, norm):
+            _, loops = script.tile(op, [1] * (rank - 1) + [vector])
+            script.peel(loops[-1:])
+        script.canonicalize(f)
+        if s.get("vectorize", True):
+            f = script.vectorize(f)
+        script.eliminate_empty_tensors(f)
+        root = script.bufferize()
+        if s.get("vectorize", True):
+            fh = script.hoist_vector_transfers(script.func(root))
+            script.lower_vectors(fh)

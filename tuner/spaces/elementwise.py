@@ -44,3 +44,17 @@ def elementwise_space(w, target, options: SpaceOptions) -> Space:
 @register_space("reduce_sum", "reduce_max")
 def reduction_space(w, target, options: SpaceOptions) -> Space:
     return elementwise_space(w, target, options)
+
+
+@register_space("softmax")
+def softmax_space(w, target, options: SpaceOptions) -> Space:
+    shape = w.shapes[0]
+    lanes = target.simd_lanes(w.dtype)
+    return Space(
+        {
+            "tile": [t for t in (1, 2, 4, 8, 16, 32) if t <= shape[-2]],
+            "vector": _vectors(shape[-1], lanes),
+            "vectorize": [True],
+            "threads": thread_counts(options.max_threads),
+        },
+    )
