@@ -33,7 +33,7 @@ class CompileError(RuntimeError):
 
 _BUFFERS = "buffer-deallocation-pipeline,convert-bufferization-to-memref"
 _TO_LLVM_TAIL = ("expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-scf-to-cf,"
-                 "convert-vector-to-llvm{{reassociate-fp-reductions=true}},convert-math-to-llvm,"
+                 "convert-vector-to-llvm{{reassociate-fp-reductions=true}},finalize-memref-to-llvm,convert-math-to-llvm,"
                  "convert-math-to-libm,convert-index-to-llvm,convert-ub-to-llvm,convert-func-to-llvm,"
                  "convert-arith-to-llvm,convert-cf-to-llvm,{omp}reconcile-unrealized-casts")
 

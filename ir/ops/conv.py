@@ -8,17 +8,24 @@ scratch buffer when P > 0, zero-fills the output and accumulates into it.
 
 Knobs (loop dims n, oh, ow, f; reductions kh, kw, c):
 
-``tile``          [OHc, OWc, Fc] cache tile over (oh, ow, f), 0 = whole dim
-``reg_tile``      [owr, fr] register tile: owr output pixels x fr output channels
-``c_tile``        input channels per reduction step (unrolled in registers), 1..C
+``tile``          [OHc, OWc, Fc, Cc] cache tile over (oh, ow, f, c), 0 = whole dim; the loops
+                  run in that order, so Fc, Cc keep a filter block in cache (C, F >= 256)
+``reg_tile``      [owr, fr] register tile: owr output pixels (one row) x fr output channels
+``c_tile``        input channels per reduction step (unrolled in registers), 1..C (<= Cc)
 ``vectorize``     vectorize the register tile
 ``threads``       OpenMP threads; ``parallel_dim`` "n", "oh" or "f" is split across them
 ``precision``     f32 workloads may compute in bf16 or f16 (inputs converted, f32 accumulate)
 
-The schedule works on tensors: tile (cache, then register, then reduction: one filter row and
-tap at a time), peel partial tiles, ``decompose`` the 2-D conv into 1-D ones (which the
-vectorizer handles), vectorize, then bufferize and hoist the accumulators (MLIR_NOTES, "Tensors,
-fusion, bufferization").
+Partial tiles (any size that does not divide its dim) are peeled, so every tile but a
+remainder's has static sizes and all of them vectorize.
+
+The schedule tiles on tensors (threads, cache, register, then the reduction one filter tap and
+``c_tile`` channels at a time), peels, and ``decompose``s each 2-D tile (oh = kh = 1) into a 1-D
+conv; then bufferizes, and vectorizes on buffers: vectorizing on tensors would also turn the
+padding's ``insert_slice`` into one whole-image vector (thousands of ops, seconds of compile).
+CSE after bufferization makes that ``insert_slice``'s copy a self-copy that folds away.
+Accumulators are hoisted into registers across the kh, kw, c loops (MLIR_NOTES, "Tensors,
+fusion, bufferization" and "The best single-core matmul schedule").
 """
 from __future__ import annotations
 
@@ -55,7 +62,7 @@ class Conv2dNhwc(OpKind):
     dtypes = ("f32", "bf16", "f16", "i8")
     precisions = ("f32", "bf16", "f16")
     knobs = {
-        "tile": "cache tile [OHc, OWc, Fc] (0 = whole dim)",
+        "tile": "cache tile [OHc, OWc, Fc, Cc] (0 = whole dim)",
         "reg_tile": "register tile [owr, fr]",
         "c_tile": "input channels per reduction step",
         "vectorize": "vectorize the register tile",
@@ -109,7 +116,8 @@ class Conv2dNhwc(OpKind):
             if p:
                 # zero border: fill a scratch tensor, copy the input into its interior (the
                 # extract/insert pair bufferizes in place, so the copy is one pass)
-                z = linalg.fill(_zero(precision), outs=[tensor.empty(list(padded), DTYPES[precision].mlir_type())])
+                scratch = tensor.empty(list(padded), DTYPES[precision].mlir_type())
+                z = linalg.fill(_zero(precision), outs=[scratch])
                 offsets, sizes, strides = [0, p, p, 0], list(x.shape), [1, 1, 1, 1]
                 inner = tensor.extract_slice(_tensor(x.shape, precision), z, [], [], [],
                                              offsets, sizes, strides)
@@ -129,6 +137,20 @@ class Conv2dNhwc(OpKind):
                 window = xp[:, i:i + s * (g["oh"] - 1) + 1:s, j:j + s * (g["ow"] - 1) + 1:s, :]
                 out += np.tensordot(window, k[i, j], axes=([3], [0]))
         return [out]
+
+    def baseline(self, w, inputs: Sequence[np.ndarray]):
+        """PyTorch's CPU convolution (oneDNN) on channels-last tensors: the same memory layout as
+        ours, so neither side pays a transpose.  Its thread count comes from OMP_NUM_THREADS."""
+        import torch
+        g = self.geometry(w)
+        x = torch.from_numpy(np.ascontiguousarray(inputs[0])).permute(0, 3, 1, 2)      # NCHW view, NHWC memory
+        k = torch.from_numpy(np.ascontiguousarray(inputs[1])).permute(3, 2, 0, 1).contiguous(
+            memory_format=torch.channels_last)
+
+        def run():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(x, k, stride=g["stride"], padding=g["pad"])
+        return "torch", run
 
     # -- iteration space -------------------------------------------------------------------------
     def loop_dims(self, w) -> dict[str, int]:
@@ -162,7 +184,8 @@ class Conv2dNhwc(OpKind):
                 raise ScheduleError(f"reg_tile {name}={reg[i - 1]} exceeds the cache tile {name}={tile[i]}")
         c_tile = s.get("c_tile", 1)
         if not _is_int(c_tile) or not 1 <= c_tile <= g["c"]:
-            raise ScheduleError(f"c_tile={c_tile!r}: must be an integer in [1, {g['c']}] (the input channels)")
+            raise ScheduleError(f"c_tile={c_tile!r}: must be an integer in [1, {g['c']}] "
+                                "(the input channels)")
         if tile[3] and c_tile > tile[3]:
             raise ScheduleError(f"c_tile={c_tile} exceeds the cache tile c={tile[3]}")
         if not isinstance(s.get("vectorize", True), bool):
@@ -180,33 +203,22 @@ class Conv2dNhwc(OpKind):
         if not s.get("vectorize", True) and not {"tile", "reg_tile", "c_tile"} & set(s):
             script.bufferize()     # the untuned baseline: plain loops
             return
-        g = self.geometry(w)
         f = script.func()
-        # elementwise helpers (zero fills, the padding copy): one row of channels at a time
-        helpers = script.match(["linalg.fill", "linalg.copy"], f)
-        script.tile(helpers, [1, 1, 1, 0])
+        # zero fills and the padding copy: one row of channels (one vector) per step
+        script.tile(script.match(["linalg.fill", "linalg.copy"], f), [1, 1, 1, 0])
         conv = script.match(CONV_OP, f)
         threads = int(s.get("threads", 1))
         if threads > 1:
-            nt = [0] * 7
-            nt[("n", "oh", "ow", "f").index(s.get("parallel_dim", "oh"))] = threads
-            conv, _ = script.tile_forall(conv, nt)
+            num_threads = [0] * 7
+            num_threads[("n", "oh", "ow", "f").index(s.get("parallel_dim", "oh"))] = threads
+            script.tile_forall(conv, num_threads)
         toh, tow, tf, tc = s.get("tile", (0, 0, 0, 0))
         if toh or tow or tf or tc:
-            conv, loops = script.tile(conv, [0, toh, tow, tf, 0, 0, tc])
-            script.peel(loops)
-            script.canonicalize(f)
-            conv = script.match(CONV_OP, f)
+            self._tile_and_peel(script, f, [0, toh, tow, tf, 0, 0, tc], peel_from=0)
         owr, fr = s.get("reg_tile", (1, 1))
-        conv, loops = script.tile(conv, [1, 1, owr, fr, 0, 0, 0])
-        script.peel(loops[2:])
-        script.canonicalize(f)
-        conv = script.match(CONV_OP, f)
-        conv, loops = script.tile(conv, [0, 0, 0, 0, 1, 1, int(s.get("c_tile", 1))])
-        script.peel(loops[2:])
-        script.canonicalize(f)
-        conv = script.match(CONV_OP, f)
-        script.decompose(conv)
+        self._tile_and_peel(script, f, [1, 1, owr, fr, 0, 0, 0], peel_from=2)        # ow, f
+        self._tile_and_peel(script, f, [0, 0, 0, 0, 1, 1, int(s.get("c_tile", 1))], peel_from=2)
+        script.decompose(script.match(CONV_OP, f))
         script.canonicalize(f)
         root = script.bufferize()
         if not s.get("vectorize", True):
@@ -214,6 +226,13 @@ class Conv2dNhwc(OpKind):
         fb = script.func(root)
         script.cse(fb)
         script.canonicalize(fb)
-        fv = script.vectorize(fb)
-        fh = script.hoist_vector_transfers(fv)
+        fh = script.hoist_vector_transfers(script.vectorize(fb))
         script.lower_vectors(fh)
+
+    @staticmethod
+    def _tile_and_peel(script, f, sizes: list[int], peel_from: int) -> None:
+        """Tile every conv (peeling made copies) by ``sizes``; peel the loops from ``peel_from``
+        on (the others have step 1 or divide their dim) so full tiles get static shapes."""
+        _, loops = script.tile(script.match(CONV_OP, f), sizes)
+        script.peel(loops[peel_from:])
+        script.canonicalize(f)

@@ -15,7 +15,8 @@ dtypes and what the kernels compute in:
   max-reduce, a sum-reduce of ``exp(x - max)``, and the normalisation ``exp(x - max) / sum``
   written into the output -- so ``exp`` is evaluated twice instead of materialising it in a
   temporary tensor (bandwidth over flops).  ``exp`` is a polynomial of arith ops
-  (:func:`exp_f32`), not ``math.exp``, which LLVM scalarizes into ``expf`` calls.
+  (:func:`exp_f32`), not ``math.exp``: that lowers to ``llvm.intr.exp``, which LLVM scalarizes
+  into ``expf`` calls (correct, but softmax 512x1024 took 1.70 ms instead of 0.16 ms).
 
 Loop dims are ``d0 .. d{r-1}``; the *row* dim is ``d{r-2}`` and the last dim is reduced.
 
@@ -28,12 +29,17 @@ Knobs of the reductions (the output is zero/-inf filled first, then accumulated 
 
 Knobs of ``softmax``:
 
-``tile``       rows per tile: the rows (all leading dims) are cut into tiles of about ``tile``
-               rows of the row dim (``ceil(rows / tile)`` equal ``scf.forall`` tiles); the three
-               ops are fused into that loop, so a tile's rows stay in cache between them
+``tile``       rows per tile: an ``scf.forall`` runs over the leading dims one index at a time
+               and over the row dim in tiles of ``tile`` rows (a partial last tile has dynamic
+               shapes and is vectorized with masks); the three ops are fused into that
+               loop, so a tile's rows stay in cache between them
 ``vector``     elements of the last dim per step in each of the three ops
 ``vectorize``  vectorize (False: scalar loops)
 ``threads``    OpenMP threads over the row tiles
+
+Absent knobs are 1 (``tile``, ``vector``, ``threads``) and True (``vectorize``); the untuned
+baseline (no ``tile`` or ``vector``, ``vectorize=False``) is the plain loop nest, split over
+threads if asked.
 """
 from __future__ import annotations
 
@@ -46,8 +52,8 @@ from torch_mlir.dialects import arith, func, linalg, math, tensor
 
 from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, register
-from tilewise.ir.ops.elementwise import (check_knob_int, const, f32, fconst, narrow, parallel_generic,
-                                         tensor_type, validate_block, widen)
+from tilewise.ir.ops.elementwise import (check_knob_int, const, f32, fconst, is_untuned, narrow,
+                                         parallel_generic, tensor_type, validate_block, widen)
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import WorkloadError
 
@@ -172,12 +178,12 @@ class _Reduction(OpKind):
         f = script.func()
         fill = script.match("linalg.fill", f)
         red = script.match("linalg.generic", f)
-        if not s.get("vectorize", True) and "tile" not in s and "vector" not in s:
-            return     # the untuned baseline: plain loops
         threads = int(s.get("threads", 1))
         if threads > 1:
             red, _ = script.tile_forall(red, [threads] + [0] * (rank - 1))
             fill, _ = script.tile_forall(fill, [threads] + [0] * (rank - 2))
+        if is_untuned(s):
+            return
         _, fill_loops = script.tile(fill, [1] * (rank - 2) + [FILL_CHUNK])
         script.peel(fill_loops[-1:])
         tile, vector = int(s.get("tile", 1)), int(s.get("vector", 1))
@@ -296,17 +302,21 @@ class Softmax(OpKind):
         f = script.func()
         fill_m, fill_s = script.split(script.match("linalg.fill", f), 2)
         red_m, red_s, norm = script.split(script.match("linalg.generic", f), 3)
-        if not s.get("vectorize", True) and "tile" not in s and "vector" not in s:
+        threads = int(s.get("threads", 1))
+        if is_untuned(s) and threads == 1:
             script.bufferize()
             return     # the untuned baseline: plain loops
         tile, vector = int(s.get("tile", 1)), int(s.get("vector", 1))
-        # leading dims one at a time, the row dim in ceil(rows / tile) tiles; producers fused in
-        n_tiles = list(shape[:-2]) + [-(-shape[-2] // tile), 0]
-        norm, loop = script.tile_forall(norm, n_tiles)
+        # leading dims one at a time, the row dim in tiles of ``tile`` rows; producers fused in
+        norm, loop = script.tile_forall(norm, list(shape[:-2]) + [shape[-2] // tile, 0])
         red_s, loop = script.fuse_into(red_s, loop)
-        script.fuse_into(fill_s, loop)
+        _, loop = script.fuse_into(fill_s, loop)
+        script.cse(f)      # one slice of the row max for both its users, or it is fused twice
         red_m, loop = script.fuse_into(red_m, loop)
         script.fuse_into(fill_m, loop)
+        if is_untuned(s):
+            script.bufferize()
+            return     # the untuned baseline split over threads
         # inside the tile: row by row, ``vector`` elements per step; peel the partial chunk
         for op in (red_m, red_s, norm):
             _, loops = script.tile(op, [1] * (rank - 1) + [vector])

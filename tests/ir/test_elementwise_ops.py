@@ -3,6 +3,7 @@ import pytest
 from tests.ir.checks import check_random_schedules
 from tilewise.ir import Schedule, ScheduleError, Workload, WorkloadError, compile
 from tilewise.profiling.measure import check, make_problem
+from tilewise.tuner.space import SpaceOptions, space_for
 
 pytestmark = pytest.mark.jit
 
@@ -61,3 +62,14 @@ def test_rank1_has_no_row_tile():
 def test_malformed_workloads_rejected(text):
     with pytest.raises(WorkloadError):
         Workload.parse(text)
+
+
+@pytest.mark.parametrize("text", ["add:13x37:f32", "gelu:77:f16", "relu:2x3x5x9:i8", "reduce_sum:13x37:f32",
+                                  "reduce_max:3x1x4:i8", "softmax:12x37:bf16", "softmax:2x7x3:f32"])
+def test_spaces_yield_only_valid_schedules(text, target):
+    w = Workload.parse(text)
+    space = space_for(w, target, SpaceOptions(max_threads=4))
+    schedules = list(space)
+    assert schedules
+    for s in schedules:
+        w.kind.validate(w, s)
