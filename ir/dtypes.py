@@ -6,6 +6,7 @@ element type only matters to the code inside the kernel.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,12 +27,13 @@ class DType:
         return self.bits // 8
 
     def mlir_type(self):
-        from torch_mlir import ir
-        return _MLIR_TYPES[self.name]()
+        """The MLIR element type (needs an active Context)."""
+        return _mlir_types()[self.name]()
 
 
+@functools.lru_cache(maxsize=1)
 def _mlir_types() -> dict[str, Callable]:
-    from torch_mlir import ir
+    from torch_mlir import ir    # lazily: the bindings are heavy and most callers never need them
     return {
         "f64": ir.F64Type.get,
         "f32": ir.F32Type.get,
@@ -41,15 +43,6 @@ def _mlir_types() -> dict[str, Callable]:
         "i32": lambda: ir.IntegerType.get_signless(32),
         "i8": lambda: ir.IntegerType.get_signless(8),
     }
-
-
-class _LazyTypes(dict):
-    def __missing__(self, key):
-        self.update(_mlir_types())
-        return dict.__getitem__(self, key)
-
-
-_MLIR_TYPES: dict[str, Callable] = _LazyTypes()
 
 DTYPES: dict[str, DType] = {
     "f64": DType("f64", np.float64, 64, True, "f64", 2.0 ** -53),

@@ -124,7 +124,27 @@ def check_knob_int(name: str, value, lo: int, hi: int) -> int:
     return value
 
 
-class _Elementwise(OpKind):
+class RowwiseOp(OpKind):
+    """Ops over one N-D shape scheduled by rows (``tile``) and last-dim chunks (``vector``):
+    the elementwise ops, the reductions and softmax share these knobs and their defaults."""
+
+    def loop_dims(self, w) -> dict[str, int]:
+        return {f"d{i}": d for i, d in enumerate(w.shapes[0])}
+
+    def default_schedule(self, w, target) -> Schedule:
+        """One row at a time, one SIMD register of the compute type per step."""
+        lanes = target.simd_lanes(w.dtype)
+        return Schedule(tile=1, vector=min(lanes, w.shapes[0][-1]), vectorize=True, threads=1)
+
+    def untuned_schedule(self, w) -> Schedule:
+        return Schedule(vectorize=False, threads=1)
+
+    def validate(self, w, s: Schedule) -> None:
+        super().validate(w, s)
+        validate_block(w.shapes[0], s)
+
+
+class _Elementwise(RowwiseOp):
     """One-output elementwise op; subclasses give ``arity``, the MLIR body and the reference."""
     dtypes = ("f32", "bf16", "f16", "i8")
     precisions = ()
@@ -162,24 +182,8 @@ class _Elementwise(OpKind):
     def body(self, dt: str, *xs: ir.Value) -> ir.Value:
         raise NotImplementedError
 
-    def loop_dims(self, w) -> dict[str, int]:
-        return {f"d{i}": d for i, d in enumerate(w.shapes[0])}
-
     def flops(self, w) -> float:
         return float(np.prod(w.shapes[0])) * self.flops_per_element
-
-    # -- knobs -----------------------------------------------------------------------------------
-    def default_schedule(self, w, target) -> Schedule:
-        """One row at a time, one SIMD register of the compute type per step."""
-        lanes = target.simd_lanes(w.dtype)
-        return Schedule(tile=1, vector=min(lanes, w.shapes[0][-1]), vectorize=True, threads=1)
-
-    def untuned_schedule(self, w) -> Schedule:
-        return Schedule(vectorize=False, threads=1)
-
-    def validate(self, w, s: Schedule) -> None:
-        super().validate(w, s)
-        validate_block(w.shapes[0], s)
 
     # -- schedule -> script ----------------------------------------------------------------------
     def schedule(self, script, w, s: Schedule) -> None:

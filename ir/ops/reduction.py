@@ -51,9 +51,9 @@ from torch_mlir import ir
 from torch_mlir.dialects import arith, func, linalg, math, tensor
 
 from tilewise.ir.dtypes import DTYPES
-from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, register
-from tilewise.ir.ops.elementwise import (check_knob_int, const, f32, fconst, is_untuned, narrow,
-                                         parallel_generic, tensor_type, validate_block, widen)
+from tilewise.ir.ops.base import ArgSpec, OpKind, register
+from tilewise.ir.ops.elementwise import (RowwiseOp, check_knob_int, const, f32, fconst, is_untuned, narrow,
+                                         parallel_generic, tensor_type, widen)
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import WorkloadError
 
@@ -112,7 +112,7 @@ def exp_f32(x: ir.Value) -> ir.Value:
 
 
 # -- reductions ------------------------------------------------------------------------------------------
-class _Reduction(OpKind):
+class _Reduction(RowwiseOp):
     dtypes = ("f32", "bf16", "f16", "i8")
     precisions = ()
     knobs = {
@@ -153,23 +153,8 @@ class _Reduction(OpKind):
         values)."""
         return 0.0 if not DTYPES[w.dtype].is_float else 1e-4
 
-    def loop_dims(self, w) -> dict[str, int]:
-        return {f"d{i}": d for i, d in enumerate(w.shapes[0])}
-
     def flops(self, w) -> float:
         return float(np.prod(w.shapes[0]))
-
-    def default_schedule(self, w, target) -> Schedule:
-        """One row at a time, one SIMD register per step."""
-        lanes = target.simd_lanes(w.dtype)
-        return Schedule(tile=1, vector=min(lanes, w.shapes[0][-1]), vectorize=True, threads=1)
-
-    def untuned_schedule(self, w) -> Schedule:
-        return Schedule(vectorize=False, threads=1)
-
-    def validate(self, w, s: Schedule) -> None:
-        super().validate(w, s)
-        validate_block(w.shapes[0], s)
 
     def schedule(self, script, w, s: Schedule) -> None:
         shape = w.shapes[0]
@@ -232,7 +217,7 @@ class ReduceMax(_Reduction):
 
 # -- softmax ---------------------------------------------------------------------------------------------
 @register("softmax")
-class Softmax(OpKind):
+class Softmax(RowwiseOp):
     dtypes = ("f32", "bf16", "f16")
     precisions = ()
     knobs = {
@@ -276,22 +261,13 @@ class Softmax(OpKind):
     def sample_inputs(self, w, rng):
         return [rng.uniform(-8.0, 8.0, w.shapes[0])]    # a wide range: exp spans ~7 decades
 
-    def loop_dims(self, w) -> dict[str, int]:
-        return {f"d{i}": d for i, d in enumerate(w.shapes[0])}
-
     def flops(self, w) -> float:
         return 5.0 * float(np.prod(w.shapes[0]))        # max, sub, exp, add, div (exp counted once)
 
-    def default_schedule(self, w, target) -> Schedule:
-        """One row per tile, one SIMD register per step."""
-        lanes = target.simd_lanes(w.dtype)
-        return Schedule(tile=1, vector=min(lanes, w.shapes[0][-1]), vectorize=True, threads=1)
-
-    def untuned_schedule(self, w) -> Schedule:
-        return Schedule(vectorize=False, threads=1)
-
     def validate(self, w, s: Schedule) -> None:
-        super().validate(w, s)
+        """Like the other row-wise ops, without the block cap: softmax's rows are three fused
+        passes, not one unrolled block."""
+        OpKind.validate(self, w, s)
         shape = w.shapes[0]
         check_knob_int("tile", s.get("tile", 1), 1, shape[-2])
         check_knob_int("vector", s.get("vector", 1), 1, shape[-1])

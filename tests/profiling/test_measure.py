@@ -1,7 +1,6 @@
-import numpy as np
 import pytest
 
-from tilewise.ir import Schedule, Workload, compile
+from tilewise.ir import Schedule, Workload
 from tilewise.profiling.measure import check, make_problem, measure, time_runs
 from tilewise.profiling.target import detect
 
