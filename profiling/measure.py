@@ -51,10 +51,26 @@ class Measurement:
         q = statistics.quantiles(self.times_s, n=4)
         return q[0], q[2]
 
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation of the timed runs (stdev / mean)."""
+        if len(self.times_s) < 2:
+            return 0.0
+        return statistics.stdev(self.times_s) / statistics.fmean(self.times_s)
+
     def to_json(self) -> dict:
         return {"schema_version": self.schema_version, "status": self.status, "error_msg": self.error_msg,
                 "times_s": list(self.times_s), "median_s": self.median_s if self.times_s else None,
                 "rel_error": self.rel_error, "compile_time_s": self.compile_time_s}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Measurement":
+        if d.get("schema_version") != 1:
+            raise ValueError(f"measurement schema {d.get('schema_version')} is not supported (this tilewise reads 1)")
+        if d["status"] not in STATUSES:
+            raise ValueError(f"unknown measurement status {d['status']!r}")
+        return cls(d["status"], d.get("error_msg", ""), tuple(d.get("times_s", ())), d.get("rel_error"),
+                   d.get("compile_time_s", 0.0))
 
 
 @dataclass
