@@ -41,10 +41,14 @@ def _workloads(spec: str):
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="print the target as JSON")):
     """Print the detected target (CPU model, ISA, cores, caches) and its key."""
-    from tilewise.profiling.target import detect
+    from tilewise.profiling.target import detect, detect_cuda
     t = detect()
+    gpu = detect_cuda() if _torch_sees_gpu() else None
     if as_json:
-        print(json.dumps(dict(t.to_json(), key=t.key()), indent=2))
+        d = dict(t.to_json(), key=t.key())
+        if gpu is not None:
+            d["gpus"] = [dict(gpu.to_json(), key=gpu.key())]
+        print(json.dumps(d, indent=2))
         return
     table = Table(title="tilewise target", show_header=False)
     table.add_row("cpu", t.name)
@@ -55,7 +59,15 @@ def info(as_json: bool = typer.Option(False, "--json", help="print the target as
     table.add_row("caches", ", ".join(f"{k} {v // 1024} KiB" for k, v in t.caches.items()))
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in t.versions))
     table.add_row("key", t.key()[:16])
+    if gpu is not None:
+        table.add_row("gpu", f"{gpu.name} ({gpu.arch}, {gpu.cores} SMs)")
     out.print(table)
+
+
+def _torch_sees_gpu() -> bool:
+    """Cheap check before importing torch: a CUDA driver must be present."""
+    import os
+    return os.path.exists("/proc/driver/nvidia/version") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 @app.command()
@@ -202,6 +214,114 @@ def measure(
         out.print(f"{w}: {m.status}: {m.error_msg}")
     if not m.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def collect(
+    workloads: str = typer.Option(..., "--workloads", "-w",
+                                  help="workload strings and/or suite:NAME, comma- or space-separated"),
+    samples: int = typer.Option(50, "--samples", "-n", min=1, help="schedules per workload"),
+    db: str = typer.Option("tilewise.db", "--db", help="record store (SQLite path)"),
+    strategy: str = typer.Option("random", "--strategy", help="random | lhs (Latin hypercube)"),
+    threads: int = typer.Option(1, "--threads", "-t", min=1, help="most threads a schedule may use"),
+    build_workers: int = typer.Option(1, "--build-workers", min=1, help="compile processes"),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Measure SAMPLES schedules per workload into a record store; resumes where it stopped.
+
+    Examples:
+
+      tilewise collect --workloads suite:bert-base --samples 50 --db bert.db
+
+      tilewise collect --workloads matmul:512x512x512:f32,relu:1024x1024:f32 --samples 20 --strategy lhs
+    """
+    from tilewise.datasets.base import StoreError, open_store
+    from tilewise.datasets.suites import SUITES, expand
+    from tilewise.ir.workload import Workload, WorkloadError
+    from tilewise.profiling.base import RunnerConfig
+    from tilewise.profiling.runner import LocalRunner
+    from tilewise.profiling.target import detect
+    from tilewise.tuner.collect import CollectConfig
+    from tilewise.tuner.collect import collect as run_collect
+    if strategy not in ("random", "lhs"):
+        fail(f"unknown strategy {strategy!r} for collect: use random or lhs")
+    try:
+        wls = [Workload.parse(t) for t in expand(workloads)]
+    except (ValueError, WorkloadError) as e:
+        fail(f"{e} (suites: {', '.join(sorted(SUITES))})")
+    if not wls:
+        fail("--workloads names no workload")
+    target = detect()
+    if threads > target.cores:
+        fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
+    try:
+        store = open_store(db)
+    except StoreError as e:
+        fail(str(e))
+    config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed)
+    columns = [TextColumn("{task.fields[workload]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("failed {task.fields[failed]}"), TextColumn("skipped {task.fields[skipped]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with store, LocalRunner(RunnerConfig(build_workers=build_workers)) as runner, \
+            Progress(*columns, console=err, disable=as_json) as progress:
+        task = progress.add_task("collect", total=samples * len(wls), workload="", failed=0, skipped=0)
+
+        def on_progress(p):
+            progress.update(task, completed=p.done, total=p.total, workload=p.workload[:48],
+                            failed=p.failed, skipped=p.skipped)
+        result = run_collect(wls, target, store, runner, config, on_progress=on_progress)
+        stored = len(store)
+    summary = {"db": db, "workloads": len(wls), "measured": result.done - result.skipped,
+               "skipped": result.skipped, "failed": result.failed, "by_status": result.by_status,
+               "records_in_store": stored}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(f"collected {summary['measured']} new measurements over {len(wls)} workloads "
+                  f"({result.skipped} already held, {result.failed} failed); {db} holds {stored} records")
+
+
+dataset_app = typer.Typer(help="Record-store datasets: export and import.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("export")
+def dataset_export(
+    db: str = typer.Option("tilewise.db", "--db", help="record store to read"),
+    out_path: str = typer.Option(..., "--out", "-o", help="file to write"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet"),
+):
+    """Export every record of a store (e.g. for pandas: pd.read_parquet(PATH)).
+
+    Example: tilewise dataset export --db bert.db --format parquet --out bert.parquet
+    """
+    from tilewise.datasets.base import StoreError, open_store
+    from tilewise.datasets.parquet import export_parquet
+    if fmt != "parquet":
+        fail(f"unknown format {fmt!r}: use parquet")
+    try:
+        with open_store(db) as store:
+            n = export_parquet(store, out_path)
+    except StoreError as e:
+        fail(str(e))
+    out.print(f"wrote {n} records to {out_path}")
+
+
+@dataset_app.command("import")
+def dataset_import(
+    in_path: str = typer.Argument(..., help="Parquet file written by 'tilewise dataset export'"),
+    db: str = typer.Option("tilewise.db", "--db", help="record store to append to"),
+):
+    """Append the records of a Parquet export to a store (duplicates are skipped)."""
+    from tilewise.datasets.base import StoreError, open_store
+    from tilewise.datasets.parquet import import_parquet
+    try:
+        with open_store(db) as store:
+            n = import_parquet(in_path, store)
+    except (StoreError, OSError, ValueError) as e:
+        fail(str(e))
+    out.print(f"imported {n} new records into {db}")
 
 
 def main() -> None:

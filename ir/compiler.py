@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -216,3 +218,85 @@ def try_compile(w: Workload, s: Schedule, **kw) -> tuple[Kernel | None, str | No
         return compile(w, s, **kw), None
     except (ScheduleError, CompileError) as e:
         return None, str(e)
+
+
+# --- shared libraries: build in one process, run in another ------------------------------------
+#: the C interface a kernel library exports: ``void _mlir_ciface_kernel(desc *, desc *, ...)``, one
+#: memref descriptor pointer per argument, inputs then outputs (outputs written in place)
+C_INTERFACE_SYMBOL = f"_mlir_ciface_{KERNEL_NAME}"
+
+
+def link_shared_library(object_path: str, library_path: str, *, threads: int = 1) -> None:
+    """Link a kernel object into a shared library with ``gcc -shared``; raises CompileError("link").
+
+    JIT objects use the large code model and are not position independent, so the library carries
+    text relocations (``-z notext``: accepted, no warning).  A multi-thread kernel is linked against
+    libiomp5 with an rpath, so the library loads on its own."""
+    cmd = ["gcc", "-shared", "-o", library_path, object_path, "-Wl,-z,notext", "-lm"]
+    if threads > 1:
+        omp = openmp_runtime()
+        cmd += [f"-L{os.path.dirname(omp)}", f"-l:{os.path.basename(omp)}", f"-Wl,-rpath,{os.path.dirname(omp)}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CompileError("link", _one_line(e)) from None
+    if done.returncode:
+        raise CompileError("link", _one_line(RuntimeError(done.stderr or done.stdout)))
+
+
+def compile_to_shared_library(w: Workload, s: Schedule, library_path: str, *, opt_level: int = 3) -> float:
+    """``compile`` ``w`` under ``s``, then write the kernel as a shared library at ``library_path``
+    (exporting :data:`C_INTERFACE_SYMBOL`); returns the build time in seconds.
+
+    Raises ScheduleError or CompileError, as ``compile`` does (stage "link" when linking fails)."""
+    t0 = time.perf_counter()
+    kernel = compile(w, s, opt_level=opt_level)    # looks the kernel up: its object code now exists
+    object_path = library_path + ".o"
+    try:
+        kernel._engine.dump_to_object_file(object_path)
+        link_shared_library(object_path, library_path, threads=int(s.get("threads", 1)))
+    finally:
+        if os.path.exists(object_path):
+            os.remove(object_path)
+    return time.perf_counter() - t0
+
+
+class LibraryKernel:
+    """A kernel loaded from a shared library that exports :data:`C_INTERFACE_SYMBOL`; called like
+    :class:`Kernel`.  ``close()`` unloads the library (no callable bound from it may run after)."""
+
+    def __init__(self, library_path: str, arg_specs: Sequence[ArgSpec]):
+        self.arg_specs = list(arg_specs)
+        self._lib = ctypes.CDLL(library_path, mode=ctypes.RTLD_LOCAL)
+        try:
+            self._fn = getattr(self._lib, C_INTERFACE_SYMBOL)
+        except AttributeError:
+            self.close()
+            raise
+        self._fn.argtypes = [ctypes.c_void_p] * len(self.arg_specs)
+        self._fn.restype = None
+
+    def bind(self, arrays: Sequence[np.ndarray]):
+        """Pre-build the descriptors; returns a zero-argument callable (for timing loops)."""
+        if len(arrays) != len(self.arg_specs):
+            raise ValueError(f"kernel takes {len(self.arg_specs)} arrays, got {len(arrays)}")
+        for a, spec in zip(arrays, self.arg_specs):
+            if tuple(a.shape) != spec.shape:
+                raise ValueError(f"argument shape {a.shape} != expected {spec.shape}")
+        descs = [_descriptor(a) for a in arrays]
+        ptrs = [ctypes.addressof(d) for d in descs]
+        fn = self._fn
+        keep = (self, arrays, descs)
+
+        def call(_keep=keep):
+            fn(*ptrs)
+        return call
+
+    def __call__(self, *arrays: np.ndarray) -> None:
+        self.bind(arrays)()
+
+    def close(self) -> None:
+        import _ctypes
+        if self._lib is not None:
+            _ctypes.dlclose(self._lib._handle)
+            self._lib = self._fn = None

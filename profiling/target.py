@@ -21,12 +21,12 @@ _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
 
 @dataclass(frozen=True)
 class Target:
-    kind: str                                   # "cpu" (GPU targets come with the GPU issue)
+    kind: str                                   # "cpu" | "cuda"
     name: str                                   # CPU model string
     arch: str                                   # x86_64, aarch64, ...
     isa: tuple[str, ...]                        # relevant ISA features, sorted
     cores: int                                  # cores this process may run on
-    simd_bits: int                              # widest float vector register
+    simd_bits: int                              # widest float vector register (a warp's 32 lanes on cuda)
     cache_bytes: tuple[tuple[str, int], ...]    # (("L1d", 32768), ("L2", ...), ("L3", ...))
     versions: tuple[tuple[str, str], ...] = field(default=())
     schema_version: ClassVar[int] = 1
@@ -121,6 +121,23 @@ def _caches(cpu: int = 0) -> tuple[tuple[str, int], ...]:
         label = f"L{level}" + ("d" if ctype == "Data" else "")
         found[label] = size
     return tuple(sorted(found.items()))
+
+
+def detect_cuda(index: int = 0) -> Target | None:
+    """The CUDA GPU torch sees at ``index``, or None (imports torch: call only when asked)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        return None
+    p = torch.cuda.get_device_properties(index)
+    cc = f"sm_{p.major}{p.minor}"
+    caches = (("L2", int(getattr(p, "L2_cache_size", 0))),
+              ("smem_per_block", int(getattr(p, "shared_memory_per_block", 0))))
+    return Target(kind="cuda", name=p.name, arch=cc, isa=(cc,), cores=int(p.multi_processor_count),
+                  simd_bits=32 * 32, cache_bytes=caches,
+                  versions=_versions() + (("cuda", str(torch.version.cuda)),))
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""Built-in strategies: ``random`` and ``grid``."""
+"""Built-in strategies: ``random``, ``grid`` and ``lhs`` (Latin hypercube, for datasets)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -53,3 +53,56 @@ class GridSearch(SearchStrategy):
 
     def observe(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
         pass
+
+
+@register_strategy("lhs")
+class LatinHypercube(SearchStrategy):
+    """Latin-hypercube draws over the knobs: in every block of ``n`` proposals each knob's values
+    appear equally often (up to rounding), so a small dataset still covers every value of every
+    knob.  A combination the space's constraint rejects is repaired by re-drawing its knobs one at
+    a time; failing that, by a uniform legal draw."""
+
+    def __init__(self, space: Space, seed: int = 0, block: int = 64):
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+        self.block = block
+        self.seen: set[Schedule] = set()
+        self._queue: list[dict] = []
+
+    def _fill(self) -> None:
+        n = self.block
+        columns = {}
+        for name, values in self.space.knobs.items():
+            reps = -(-n // len(values))
+            idx = np.tile(np.arange(len(values)), reps)[:n]
+            columns[name] = [values[i] for i in self.rng.permutation(idx)]
+        self._queue = [{k: columns[k][i] for k in columns} for i in range(n)]
+
+    def _repair(self, values: dict) -> Schedule:
+        if self.space.constraint(values):
+            return Schedule(values)
+        names = list(values)
+        for _ in range(50):
+            k = names[int(self.rng.integers(len(names)))]
+            opts = self.space.knobs[k]
+            values = dict(values, **{k: opts[int(self.rng.integers(len(opts)))]})
+            if self.space.constraint(values):
+                return Schedule(values)
+        return self.space.sample(self.rng)
+
+    def propose(self, n: int) -> list[Schedule]:
+        out: list[Schedule] = []
+        misses = 0
+        while len(out) < n and misses < 100 * max(n, 1):
+            if not self._queue:
+                self._fill()
+            s = self._repair(self._queue.pop())
+            if s in self.seen:
+                misses += 1
+                continue
+            self.seen.add(s)
+            out.append(s)
+        return out
+
+    def observe(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
+        self.seen.update(schedules)

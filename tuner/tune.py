@@ -18,7 +18,8 @@ from tilewise.ir.compiler import compile
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.baseline import BaselineProcess
-from tilewise.profiling.measure import Measurement, Problem, check, make_problem, measure, time_runs
+from tilewise.profiling.measure import (Measurement, Problem, check, make_problem, measure,
+                                        page_aligned_empty, time_runs)
 from tilewise.profiling.target import Target
 from tilewise.tuner.base import SearchStrategy, create
 from tilewise.tuner.space import SpaceOptions, space_for
@@ -204,7 +205,7 @@ def _final_ab(workload, target, config, trials, problem) -> TuneResult:
             continue
         errors[name] = check(kernel, p)
         # each kernel gets its own output buffers so the interleaved runs do not alias
-        arrays = p.inputs + [o.copy() for o in p.outputs]
+        arrays = p.inputs + [page_aligned_empty(o.shape, o.dtype) for o in p.outputs]
         runs[name] = kernel.bind(arrays)
         schedules[name] = s
     with BaselineProcess(str(workload), config.max_threads, config.seed) as baseline:

@@ -1,0 +1,121 @@
+"""The record store interface, and ``open_store`` which picks a backend from a URL or path.
+
+Backends register by URL scheme; the module that implements one is imported only when a store of
+that scheme is opened (a PostgreSQL driver is not imported to open a SQLite file).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from typing import Iterable, Iterator
+
+from tilewise.datasets.record import Record
+from tilewise.ir.schedule import Schedule
+from tilewise.ir.workload import Workload
+from tilewise.profiling.target import Target
+
+
+class StoreError(ValueError):
+    """A store that cannot be opened or used: a message for the user, one line, no traceback."""
+
+
+class RecordStore(ABC):
+    """Persistent set of :class:`Record`, keyed by (workload_key, target_key, schedule_key).
+
+    Contract, which every backend passes (``tests/datasets/test_store_contract.py``):
+
+    * **Process-safe.** Any number of processes (and threads) may open the same store and read and
+      append concurrently; readers see every append acknowledged before their query began.
+      Coordination is the backend's business (SQLite: one writer at a time, readers never block).
+    * **Atomic, durable appends.** ``append`` stores all of its records or none of them, and once
+      it has returned they stay stored even if the process is killed (SIGKILL) at any moment; a
+      kill mid-append leaves the store consistent, holding either all or none of that batch.
+    * **Duplicates are ignored, the first kept.** A record whose three keys are already stored (or
+      repeat earlier in the same batch) is dropped, not an error and not an update: a store is an
+      append-only log of what was measured, and re-measuring a schedule does not rewrite history.
+    * **Target-aware.** Queries name a target; a record measured on another target (another CPU, or
+      another compiler version, which ``Target.key`` includes) is never returned.
+    * Records come back equal (``==``) to what was appended.
+    * ``close`` releases the store; a closed store raises :class:`StoreError` on use.  Stores are
+      context managers.  A store opened before ``fork`` must not be used by both processes: a
+      backend reconnects in the child or refuses.
+    """
+
+    @abstractmethod
+    def append(self, records: Iterable[Record]) -> int:
+        """Store ``records`` in one transaction; return how many were new (duplicates ignored)."""
+
+    @abstractmethod
+    def query(self, workload: Workload, target: Target, top_k: int | None = None,
+              status: str | None = "ok") -> list[Record]:
+        """Records of ``workload`` on ``target`` with ``status`` (``None``: any status), fastest
+        first (by ``median_s``; records without timings last), at most ``top_k`` of them."""
+
+    @abstractmethod
+    def keys(self, workload: Workload, target: Target) -> set[str]:
+        """Schedule keys stored for ``workload`` on ``target``, any status: what not to measure again."""
+
+    @abstractmethod
+    def iter(self) -> Iterator[Record]:
+        """Every record, in insertion order (streamed, not loaded at once)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of records stored."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; idempotent."""
+
+    def contains(self, workload: Workload, target: Target, schedule: Schedule) -> bool:
+        return schedule.key() in self.keys(workload, target)
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.iter()
+
+    def __enter__(self) -> "RecordStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# scheme -> (module, class); schemes planned but not implemented map to the reason instead
+_BACKENDS: dict[str, tuple[str, str]] = {}
+_NOT_YET = {"postgresql": "PostgreSQL record stores are not supported yet: use a SQLite file path",
+            "postgres": "PostgreSQL record stores are not supported yet: use a SQLite file path"}
+
+
+def register_backend(scheme: str, module: str, cls: str) -> None:
+    """Make ``open_store("SCHEME://...")`` open ``module.cls(url)`` (imported on first use)."""
+    _BACKENDS[scheme] = (module, cls)
+
+
+register_backend("sqlite", "tilewise.datasets.sqlite_store", "SQLiteStore")
+
+
+def open_store(url_or_path: str | os.PathLike, **options) -> RecordStore:
+    """Open (creating if needed) the record store at ``url_or_path``.
+
+    * a plain path, or ``sqlite:///PATH`` (SQLAlchemy's spelling: ``sqlite:///rel/x.db`` is relative,
+      ``sqlite:////abs/x.db`` absolute): the embedded SQLite store;
+    * ``postgresql://...``: not supported yet (:class:`StoreError`).
+    """
+    text = os.fspath(url_or_path)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, location = "sqlite", text
+    elif scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise StoreError(f"malformed SQLite URL {text!r}: expected sqlite:///PATH")
+        location = rest[1:]
+    else:
+        location = text
+    if scheme in _NOT_YET:
+        raise StoreError(_NOT_YET[scheme])
+    if scheme not in _BACKENDS:
+        supported = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
+        raise StoreError(f"unknown record store URL scheme {scheme!r} in {text!r}: use a file path or {supported}")
+    module, cls = _BACKENDS[scheme]
+    return getattr(importlib.import_module(module), cls)(location, **options)

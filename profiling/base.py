@@ -1,0 +1,154 @@
+"""The runner stage: candidates in, measurements out.
+
+A :class:`Candidate` is one (workload, schedule) pair to measure.  A :class:`Runner` turns a batch
+of candidates into a batch of :class:`~tilewise.profiling.measure.Measurement` (MetaSchedule's
+builder/runner pair behind one call; kernel_tuner's simulation runner is :class:`ReplayRunner`).
+
+Contract of ``Runner.run(candidates) -> list[Measurement]``:
+
+- one measurement per candidate, in the same order; duplicates are measured (or served) each time;
+- it never raises because of a candidate: a schedule the op kind rejects is ``invalid``; a failed
+  or crashed or hung build is ``compile_error`` or ``timeout``; a kernel that crashes, hangs or
+  runs out of memory is ``runtime_error`` or ``timeout``; a result off the reference is
+  ``wrong_result``.  It raises only when the runner itself cannot work (a worker process that
+  cannot start, a closed runner);
+- ownership: candidates are read, never kept or changed; the returned measurements are new frozen
+  values owned by the caller.  A runner owns its processes and temporary files until ``close()``
+  (also a context manager); using it after ``close()`` raises;
+- thread safety: ``run`` may be called from any thread, but calls on one runner are serialised
+  (one batch at a time); to measure concurrently use one runner per device;
+- the timing protocol and the limits are the runner's :class:`RunnerConfig`, not the caller's.
+
+Implementations register by name: ``create("local", config)``, ``create("replay", records)``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tilewise.ir.schedule import Schedule
+from tilewise.ir.workload import Workload
+from tilewise.profiling.measure import Measurement
+
+
+@functools.lru_cache(maxsize=4096)
+def _workload_key(w: Workload) -> str:
+    return w.key()        # prints MLIR (~10 ms): memoized by value
+
+
+def candidate_key(workload_key: str, schedule: Schedule) -> str:
+    """sha256 of the workload key and the schedule key: what identifies a candidate."""
+    return hashlib.sha256(f"{workload_key}:{schedule.key()}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    workload: Workload
+    schedule: Schedule
+
+    def key(self) -> str:
+        """:func:`candidate_key` of the workload's key and the schedule (target not included:
+        a runner measures on one target)."""
+        return candidate_key(_workload_key(self.workload), self.schedule)
+
+    @property
+    def threads(self) -> int:
+        return int(self.schedule.get("threads", 1))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workload": self.workload.to_json(), "schedule": self.schedule.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Candidate":
+        return cls(Workload.from_json(d["workload"]), Schedule.from_json(d["schedule"]))
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Limits, placement and timing protocol of a runner (MLIR_NOTES, "Compile time and measurement").
+
+    Timing: ``warmup`` untimed runs, then at least ``repeats`` timed runs and at least
+    ``min_time_s`` of them (at most ``max_repeats``).  Inputs are random, drawn afresh every
+    ``fresh_inputs_every`` candidates from ``seed`` (1: every candidate gets its own).  A result is
+    ``wrong_result`` above ``max_rel_error`` (None: the op's tolerance for the workload's dtype).
+
+    Placement: the timing process runs a T-thread candidate on ``timing_cores[:T]`` (None: the
+    first cores this process may use).  Builders run on ``build_cores`` (None: every core this
+    process may use) at ``SCHED_IDLE`` priority when ``build_sched_idle``, so a build does not take
+    a core from the timer.  While a candidate of at least ``pause_builds_min_threads`` threads is
+    warmed up and timed, the builders are stopped (SIGSTOP/SIGCONT): an OpenMP kernel waits for its
+    slowest thread, and a builder's time slice on either core made a 2-thread 512^3 matmul's
+    reported median spread by 65-205% (3-16% paused: the machine's own drift).  A 1-thread kernel
+    on its own core loses only single runs to that (the median holds), so by default it times
+    while builds go on; 1 pauses for every candidate (at 512^3 with 2 workers 686-737 instead of
+    703-804 candidates/min, with 1 worker 417-433 instead of 504-524: bench/runner_throughput.py).
+    ``memory_limit_bytes`` caps every worker's address space.
+    """
+    build_workers: int = 2
+    build_timeout_s: float = 60.0
+    run_timeout_s: float = 60.0
+    repeats: int = 10
+    min_time_s: float = 0.05
+    warmup: int = 2
+    max_repeats: int = 1000
+    max_rel_error: float | None = None
+    seed: int = 0
+    fresh_inputs_every: int = 1
+    timing_cores: tuple[int, ...] | None = None
+    build_cores: tuple[int, ...] | None = None
+    build_sched_idle: bool = True
+    pause_builds_min_threads: int = 2
+    memory_limit_bytes: int | None = None
+
+    def __post_init__(self):
+        if self.build_workers < 1:
+            raise ValueError("build_workers must be >= 1")
+        if self.build_timeout_s <= 0 or self.run_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.repeats < 1 or self.warmup < 0 or self.max_repeats < self.repeats:
+            raise ValueError("need repeats >= 1, warmup >= 0 and max_repeats >= repeats")
+        if self.fresh_inputs_every < 1 or self.pause_builds_min_threads < 1:
+            raise ValueError("fresh_inputs_every and pause_builds_min_threads must be >= 1")
+
+
+class Runner(ABC):
+    """Measures candidates; see the module docstring for the contract."""
+
+    name = ""
+
+    @abstractmethod
+    def run(self, candidates: Sequence[Candidate]) -> list[Measurement]:
+        """One measurement per candidate, same order; never raises for a bad candidate."""
+
+    def close(self) -> None:
+        """Release processes and files; idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_RUNNERS: dict[str, type] = {}
+
+
+def register_runner(name: str):
+    def deco(cls):
+        _RUNNERS[name] = cls
+        cls.name = name
+        return cls
+    return deco
+
+
+def create(name: str, *args, **kw) -> Runner:
+    if not _RUNNERS:
+        import tilewise.profiling.runner  # noqa: F401  (registers the built-in runners)
+    try:
+        cls = _RUNNERS[name]
+    except KeyError:
+        raise ValueError(f"unknown runner {name!r}: available are {', '.join(sorted(_RUNNERS))}") from None
+    return cls(*args, **kw)
