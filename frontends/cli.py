@@ -260,15 +260,15 @@ def collect(
     except StoreError as e:
         fail(str(e))
     config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed)
-    columns = [TextColumn("{task.fields[workload]}"), BarColumn(), MofNCompleteColumn(),
+    columns = [TextColumn("{task.fields[workload]}"), BarColumn(bar_width=16), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failed]}"), TextColumn("skipped {task.fields[skipped]}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
+               TextColumn("ETA"), TimeRemainingColumn()]
     with store, LocalRunner(RunnerConfig(build_workers=build_workers)) as runner, \
             Progress(*columns, console=err, disable=as_json) as progress:
         task = progress.add_task("collect", total=samples * len(wls), workload="", failed=0, skipped=0)
 
         def on_progress(p):
-            progress.update(task, completed=p.done, total=p.total, workload=p.workload[:48],
+            progress.update(task, completed=p.done, total=p.total, workload=p.workload[:28],
                             failed=p.failed, skipped=p.skipped)
         result = run_collect(wls, target, store, runner, config, on_progress=on_progress)
         stored = len(store)

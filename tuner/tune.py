@@ -17,9 +17,10 @@ from typing import Callable, Iterator
 from tilewise.ir.compiler import compile
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
+from tilewise.profiling.base import Candidate, Runner, RunnerConfig
 from tilewise.profiling.baseline import BaselineProcess
-from tilewise.profiling.measure import (Measurement, Problem, check, make_problem, measure,
-                                        page_aligned_empty, time_runs)
+from tilewise.profiling.measure import Measurement, Problem, check, make_problem, page_aligned_empty, time_runs
+from tilewise.profiling.runner import LocalRunner
 from tilewise.profiling.target import Target
 from tilewise.tuner.base import SearchStrategy, create
 from tilewise.tuner.space import SpaceOptions, space_for
@@ -148,9 +149,11 @@ def _interleaved(runs: dict[str, Callable[[], object]], baseline: BaselineProces
 
 
 def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), *,
-         strategy: SearchStrategy | None = None,
+         strategy: SearchStrategy | None = None, runner: Runner | None = None,
          on_trial: Callable[[Trial], None] | None = None) -> TuneResult:
-    """Tune ``workload`` on ``target``: ``config.trials`` measured schedules, then A/B finalists."""
+    """Tune ``workload`` on ``target``: ``config.trials`` schedules measured by ``runner`` (default:
+    a LocalRunner, so a crashing or hanging candidate is a failed trial, not a crash), then the
+    finalists A/B-timed in this process against the default schedule and the baseline."""
     t_start = time.perf_counter()
     precisions = ()
     if config.max_rel_error is not None:
@@ -165,21 +168,26 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
         return problems[precision]
 
     trials: list[Trial] = []
-    with pinned(config.max_threads), blas_threads(config.max_threads):
+    own_runner = runner is None
+    if own_runner:
+        runner = LocalRunner(RunnerConfig(build_workers=1, repeats=config.repeats, min_time_s=config.min_time_s,
+                                          max_rel_error=config.max_rel_error, seed=config.seed))
+    try:
         while len(trials) < config.trials:
             batch = strategy.propose(min(config.batch_size, config.trials - len(trials)))
             if not batch:
                 break
-            results = []
-            for s in batch:
-                m = measure(workload, s, max_rel_error=config.max_rel_error, repeats=config.repeats,
-                            min_time_s=config.min_time_s, problem=problem(s.get("precision", workload.dtype)))
+            results = runner.run([Candidate(workload, s) for s in batch])
+            for s, m in zip(batch, results):
                 trial = Trial(s, m)
                 trials.append(trial)
-                results.append(m)
                 if on_trial:
                     on_trial(trial)
             strategy.observe(batch, results)
+    finally:
+        if own_runner:
+            runner.close()
+    with pinned(config.max_threads), blas_threads(config.max_threads):
         result = _final_ab(workload, target, config, trials, problem)
     result.wall_time_s = time.perf_counter() - t_start
     return result
