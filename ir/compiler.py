@@ -91,6 +91,16 @@ def _descriptor(a: np.ndarray):
     return d
 
 
+def _descriptors(specs: Sequence[ArgSpec], arrays: Sequence[np.ndarray]) -> list:
+    """Memref descriptors for ``arrays``, checked against the kernel's argument specs."""
+    if len(arrays) != len(specs):
+        raise ValueError(f"kernel takes {len(specs)} arrays, got {len(arrays)}")
+    for a, spec in zip(arrays, specs):
+        if tuple(a.shape) != spec.shape:
+            raise ValueError(f"argument shape {a.shape} != expected {spec.shape}")
+    return [_descriptor(a) for a in arrays]
+
+
 @dataclass
 class Kernel:
     """A compiled kernel: call it with numpy arrays (inputs, then outputs), written in place."""
@@ -108,12 +118,7 @@ class Kernel:
 
     def bind(self, arrays: Sequence[np.ndarray]):
         """Pre-build the argument block; returns a zero-argument callable (for timing loops)."""
-        if len(arrays) != len(self.arg_specs):
-            raise ValueError(f"kernel takes {len(self.arg_specs)} arrays, got {len(arrays)}")
-        for a, spec in zip(arrays, self.arg_specs):
-            if tuple(a.shape) != spec.shape:
-                raise ValueError(f"argument shape {a.shape} != expected {spec.shape}")
-        descs = [_descriptor(a) for a in arrays]
+        descs = _descriptors(self.arg_specs, arrays)
         ptrs = [ctypes.pointer(d) for d in descs]
         pptrs = [ctypes.pointer(p) for p in ptrs]
         packed = (ctypes.c_void_p * len(pptrs))(*[ctypes.cast(p, ctypes.c_void_p) for p in pptrs])
@@ -278,12 +283,7 @@ class LibraryKernel:
 
     def bind(self, arrays: Sequence[np.ndarray]):
         """Pre-build the descriptors; returns a zero-argument callable (for timing loops)."""
-        if len(arrays) != len(self.arg_specs):
-            raise ValueError(f"kernel takes {len(self.arg_specs)} arrays, got {len(arrays)}")
-        for a, spec in zip(arrays, self.arg_specs):
-            if tuple(a.shape) != spec.shape:
-                raise ValueError(f"argument shape {a.shape} != expected {spec.shape}")
-        descs = [_descriptor(a) for a in arrays]
+        descs = _descriptors(self.arg_specs, arrays)
         ptrs = [ctypes.addressof(d) for d in descs]
         fn = self._fn
         keep = (self, arrays, descs)
