@@ -1,0 +1,54 @@
+"""The embedded dataset: measurements shipped with tilewise, so a new user gets a trained model
+without collecting.
+
+``data/embedded_v1.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
+machine with ``tilewise collect`` over the named suites (the workload list and the command are in
+``data/embedded_v1.README``); its records carry that machine's ``Target``, so they answer for that
+target only — models trained on them still rank schedules elsewhere, which is what the tuner uses
+them for.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+EMBEDDED_DATASET = DATA_DIR / "embedded_v1.jsonl.gz"
+
+
+def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:
+    """Every record of the shipped dataset (or of another file in the same format)."""
+    from tilewise.datasets.record import Record
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield Record.from_json(json.loads(line))
+
+
+def write_records(records, path: str | os.PathLike) -> int:
+    """Write records as gzipped JSON lines, atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
+        for r in records:
+            fh.write(json.dumps(r.to_json(), sort_keys=True, separators=(",", ":")) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def embedded_store(cache_dir: str | os.PathLike | None = None):
+    """A SQLite record store holding the embedded dataset (built once in a cache directory)."""
+    from tilewise.datasets.base import open_store
+    cache = Path(cache_dir or os.environ.get("TILEWISE_CACHE", Path.home() / ".cache" / "tilewise"))
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp = f"{EMBEDDED_DATASET.stat().st_size}-{int(EMBEDDED_DATASET.stat().st_mtime)}"
+    db = cache / f"embedded_v1-{stamp}.db"
+    store = open_store(str(db))
+    if len(store) == 0:
+        store.append(list(embedded_records()))
+    return store

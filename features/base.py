@@ -1,0 +1,71 @@
+"""Feature extractors: (candidates, target) -> fixed-length float vectors.
+
+Contract:
+- ``extract(candidates, target)`` returns a float32 array of shape ``(len(candidates), len(names()))``;
+  row i describes candidate i.  The length and meaning of the columns do not depend on the op kind
+  or the batch, so one model can score matmuls and convolutions side by side.
+- ``names()`` are stable, human-readable column names (used for feature importances and to refuse a
+  model trained on other features).
+- Extraction is pure (no measurement, no compilation unless the extractor says so in its docs) and
+  deterministic.
+- Extractors register by name; ``create("analytic,ir,target")`` concatenates several.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from tilewise.profiling.base import Candidate
+from tilewise.profiling.target import Target
+
+_EXTRACTORS: dict[str, type] = {}
+
+
+def register_extractor(name: str):
+    def deco(cls):
+        cls.name = name
+        _EXTRACTORS[name] = cls
+        return cls
+    return deco
+
+
+class FeatureExtractor(ABC):
+    name = ""
+
+    @abstractmethod
+    def names(self) -> list[str]:
+        ...
+
+    @abstractmethod
+    def extract(self, candidates: Sequence[Candidate], target: Target) -> np.ndarray:
+        ...
+
+
+class Concat(FeatureExtractor):
+    """Several extractors side by side; column names are prefixed with the extractor's name."""
+
+    def __init__(self, parts: Sequence[FeatureExtractor]):
+        self.parts = list(parts)
+        self.name = ",".join(p.name for p in self.parts)
+
+    def names(self) -> list[str]:
+        return [f"{p.name}.{n}" for p in self.parts for n in p.names()]
+
+    def extract(self, candidates: Sequence[Candidate], target: Target) -> np.ndarray:
+        return np.concatenate([p.extract(candidates, target) for p in self.parts], axis=1)
+
+
+def create(spec: str) -> FeatureExtractor:
+    """``"analytic"`` or ``"analytic,ir,target"``."""
+    # always (a no-op after the first time): importing one extractor module registers only it
+    import tilewise.features.extractors  # noqa: F401  (registers the built-in extractors)
+    parts = []
+    for name in [s.strip() for s in spec.split(",") if s.strip()]:
+        if name not in _EXTRACTORS:
+            raise ValueError(f"unknown feature extractor {name!r}: available are {', '.join(sorted(_EXTRACTORS))}")
+        parts.append(_EXTRACTORS[name]())
+    if not parts:
+        raise ValueError("no feature extractor named")
+    return parts[0] if len(parts) == 1 else Concat(parts)

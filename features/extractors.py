@@ -1,0 +1,11 @@
+"""The built-in feature extractors, registered by name (``features.create("analytic,ir,target")``):
+
+- ``analytic`` (:mod:`~tilewise.features.analytic`): closed-form tile, cache, register, thread and
+  roofline features; vectorized, ~1e5 candidates/s: the scoring path;
+- ``ir`` (:mod:`~tilewise.features.ir_tokens`): op/type token statistics of the transformed MLIR;
+  one transform (~50 ms) per candidate: offline training only;
+- ``target`` (:mod:`~tilewise.features.target`): the hardware descriptor.
+"""
+from tilewise.features.analytic import AnalyticFeatures  # noqa: F401
+from tilewise.features.ir_tokens import IRTokenFeatures  # noqa: F401
+from tilewise.features.target import TargetFeatures  # noqa: F401
