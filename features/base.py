@@ -19,16 +19,10 @@ import numpy as np
 
 from tilewise.profiling.base import Candidate
 from tilewise.profiling.target import Target
+from tilewise.registry import Registry
 
-_EXTRACTORS: dict[str, type] = {}
-
-
-def register_extractor(name: str):
-    def deco(cls):
-        cls.name = name
-        _EXTRACTORS[name] = cls
-        return cls
-    return deco
+EXTRACTORS = Registry("feature extractor", "tilewise.features.extractors")
+register_extractor = EXTRACTORS.register
 
 
 class FeatureExtractor(ABC):
@@ -59,13 +53,7 @@ class Concat(FeatureExtractor):
 
 def create(spec: str) -> FeatureExtractor:
     """``"analytic"`` or ``"analytic,ir,target"``."""
-    # always (a no-op after the first time): importing one extractor module registers only it
-    import tilewise.features.extractors  # noqa: F401  (registers the built-in extractors)
-    parts = []
-    for name in [s.strip() for s in spec.split(",") if s.strip()]:
-        if name not in _EXTRACTORS:
-            raise ValueError(f"unknown feature extractor {name!r}: available are {', '.join(sorted(_EXTRACTORS))}")
-        parts.append(_EXTRACTORS[name]())
+    parts = [EXTRACTORS.get(name)() for name in [s.strip() for s in spec.split(",") if s.strip()]]
     if not parts:
         raise ValueError("no feature extractor named")
     return parts[0] if len(parts) == 1 else Concat(parts)

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.measure import Measurement
+from tilewise.registry import Registry
 
 
 @functools.lru_cache(maxsize=4096)
@@ -133,22 +134,9 @@ class Runner(ABC):
         self.close()
 
 
-_RUNNERS: dict[str, type] = {}
-
-
-def register_runner(name: str):
-    def deco(cls):
-        _RUNNERS[name] = cls
-        cls.name = name
-        return cls
-    return deco
+RUNNERS = Registry("runner", "tilewise.profiling.runner")
+register_runner = RUNNERS.register
 
 
 def create(name: str, *args, **kw) -> Runner:
-    if not _RUNNERS:
-        import tilewise.profiling.runner  # noqa: F401  (registers the built-in runners)
-    try:
-        cls = _RUNNERS[name]
-    except KeyError:
-        raise ValueError(f"unknown runner {name!r}: available are {', '.join(sorted(_RUNNERS))}") from None
-    return cls(*args, **kw)
+    return RUNNERS.get(name)(*args, **kw)

@@ -18,31 +18,18 @@ from typing import Sequence
 
 from tilewise.ir.schedule import Schedule
 from tilewise.profiling.measure import Measurement
+from tilewise.registry import Registry
 
-_STRATEGIES: dict[str, type] = {}
-
-
-def register_strategy(name: str):
-    def deco(cls):
-        _STRATEGIES[name] = cls
-        cls.name = name
-        return cls
-    return deco
+STRATEGIES = Registry("strategy", "tilewise.tuner.strategies")
+register_strategy = STRATEGIES.register
 
 
 def create(name: str, space, seed: int = 0, **kw) -> "SearchStrategy":
-    if not _STRATEGIES:
-        import tilewise.tuner.strategies  # noqa: F401
-    try:
-        return _STRATEGIES[name](space, seed=seed, **kw)
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}: available are {', '.join(sorted(_STRATEGIES))}") from None
+    return STRATEGIES.get(name)(space, seed=seed, **kw)
 
 
 def available() -> list[str]:
-    if not _STRATEGIES:
-        import tilewise.tuner.strategies  # noqa: F401
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 class SearchStrategy(ABC):
