@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from importlib import metadata
 from typing import Iterable, Iterator
 
@@ -69,6 +70,11 @@ CREATE INDEX IF NOT EXISTS records_lookup ON records (workload_key, target_key, 
 _INHERITED: list[sqlite3.Connection] = []
 
 
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
 class SQLiteStore(RecordStore):
     def __init__(self, path: str | os.PathLike, *, busy_timeout_s: float = 60.0):
         self.path = os.fspath(path)
@@ -102,10 +108,22 @@ class SQLiteStore(RecordStore):
             _INHERITED.append(self._conn)
             self._conn, self._pid = None, os.getpid()
         if self._conn is None:
-            try:
-                self._conn = self._connect()
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"cannot open record store {self.path}: {e}") from None
+            # Switching a fresh file to WAL and creating the schema take locks for which SQLite
+            # does not always call the busy handler (a writer racing another's first open gets
+            # SQLITE_BUSY at once), so setting up is retried here until the busy timeout.
+            deadline = time.monotonic() + self.busy_timeout_s
+            delay = 0.005
+            while True:
+                try:
+                    self._conn = self._connect()
+                    break
+                except sqlite3.OperationalError as e:
+                    if not _is_busy(e) or time.monotonic() + delay > deadline:
+                        raise StoreError(f"cannot open record store {self.path}: {e}") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                except sqlite3.DatabaseError as e:
+                    raise StoreError(f"cannot open record store {self.path}: {e}") from None
         return self._conn
 
     def _connect(self) -> sqlite3.Connection:
