@@ -10,6 +10,9 @@ Contract:
 - ``observe(schedules, measurements)`` is called once per proposed batch, in the same order;
   failed measurements (status != "ok") are results too and must not be proposed again.
 - Strategies are not thread-safe; one loop drives one strategy.
+- Construction: ``cls(space, seed=0, *, workload=None, target=None, **options)``.  The tuning loop
+  passes the workload and target being tuned as context; a strategy that does not need them
+  accepts and ignores them (``**context``).  Unknown options raise ``TypeError``/``ValueError``.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ register_strategy = STRATEGIES.register
 
 
 def create(name: str, space, seed: int = 0, **kw) -> "SearchStrategy":
+    """A new strategy: ``create("model", space, seed=0, workload=w, target=t)``."""
     return STRATEGIES.get(name)(space, seed=seed, **kw)
 
 

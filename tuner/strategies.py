@@ -15,7 +15,7 @@ from tilewise.tuner.space import Space
 class RandomSearch(SearchStrategy):
     """Uniform draws from the constrained space, without repeats."""
 
-    def __init__(self, space: Space, seed: int = 0, max_draws: int = 200):
+    def __init__(self, space: Space, seed: int = 0, max_draws: int = 200, **context):
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.seen: set[Schedule] = set()
@@ -40,7 +40,7 @@ class RandomSearch(SearchStrategy):
 class GridSearch(SearchStrategy):
     """Every legal schedule in a fixed order (for small spaces)."""
 
-    def __init__(self, space: Space, seed: int = 0):
+    def __init__(self, space: Space, seed: int = 0, **context):
         self._it = iter(space)
 
     def propose(self, n: int) -> list[Schedule]:
@@ -62,7 +62,7 @@ class LatinHypercube(SearchStrategy):
     knob.  A combination the space's constraint rejects is repaired by re-drawing its knobs one at
     a time; failing that, by a uniform legal draw."""
 
-    def __init__(self, space: Space, seed: int = 0, block: int = 64):
+    def __init__(self, space: Space, seed: int = 0, block: int = 64, **context):
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.block = block

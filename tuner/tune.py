@@ -159,7 +159,7 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
     if config.max_rel_error is not None:
         precisions = tuple(p for p in workload.kind.precisions_for(workload))
     space = space_for(workload, target, SpaceOptions(config.max_threads, precisions))
-    strategy = strategy or create(config.strategy, space, seed=config.seed)
+    strategy = strategy or create(config.strategy, space, seed=config.seed, workload=workload, target=target)
     problems: dict[str, Problem] = {}
 
     def problem(precision: str) -> Problem:
