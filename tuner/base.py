@@ -46,3 +46,10 @@ class SearchStrategy(ABC):
     @abstractmethod
     def observe(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
         ...
+
+    def warm_start(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
+        """Results measured before this run (the tuning database), given once before the first
+        ``propose``.  The strategy must not propose these schedules again and may learn from them.
+        Schedules outside the strategy's space (another thread cap, another precision budget) may
+        be among them: they are never proposed, and learning from them is optional."""
+        self.observe(schedules, measurements)
