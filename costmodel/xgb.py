@@ -130,6 +130,8 @@ class XGBModel(LearnedModel):
         def booster(name: str):
             b = xgb.Booster()
             b.load_model(bytearray(payloads[name]))
+            if self.params["nthread"]:          # not saved with the booster: predict as trained
+                b.set_param({"nthread": self.params["nthread"]})
             return b
         self._main = booster("main.ubj")
         self._rank = booster("rank.ubj") if self.params["objective"] == "rank" else None

@@ -87,6 +87,15 @@ _NOT_YET = {"postgresql": "PostgreSQL record stores are not supported yet: use a
             "postgres": "PostgreSQL record stores are not supported yet: use a SQLite file path"}
 
 
+def default_location() -> str:
+    """Where ``tune`` and ``best`` keep their tuning database when no ``--db`` is given:
+    ``$TILEWISE_DB``, else ``$XDG_CACHE_HOME/tilewise/records.db`` (``~/.cache/...``)."""
+    if os.environ.get("TILEWISE_DB"):
+        return os.environ["TILEWISE_DB"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "tilewise", "records.db")
+
+
 def register_backend(scheme: str, module: str, cls: str) -> None:
     """Make ``open_store("SCHEME://...")`` open ``module.cls(url)`` (imported on first use)."""
     _BACKENDS[scheme] = (module, cls)

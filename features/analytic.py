@@ -160,7 +160,9 @@ def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     out["threads_over_cores"] = v.threads / max(target.cores, 1)
     out["load_imbalance"] = imbalance
     out["idle_threads"] = np.maximum(0.0, v.threads - v.split_units) / np.maximum(v.threads, 1)
-    put("split_", _one_hot(v.split_axis, 3) * (v.threads > 1)[:, None], DIMS[:3])
+    split = _one_hot(v.split_axis, 3)
+    split[v.split_axis == 3, 1:3] = 1.0                    # "mn": a 2-D grid over p1 and p2
+    put("split_", split * (v.threads > 1)[:, None], DIMS[:3])
     out["log2_units_per_thread"] = _log2(share)
 
     # -- remaining knobs

@@ -122,6 +122,16 @@ def _arg_elements(w: Workload) -> tuple[float, float, int]:
 
 
 # -- contraction -----------------------------------------------------------------------------------
+#: parallel_dim -> split axis; "mn" (axis 3) is a 2-D grid over p1 and p2 (``thread_grid``)
+_SPLITS = ("b", "m", "n", "mn")
+
+
+def _grid(threads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from tilewise.ir.ops.matmul import thread_grid
+    tm = np.array([thread_grid(int(t))[0] for t in threads], dtype=np.float64)
+    return tm, threads / tm
+
+
 @functools.lru_cache(maxsize=8192)
 def _contraction_info(w: Workload) -> tuple:
     b, m, n, k = w.kind.mnk(w)
@@ -135,7 +145,7 @@ def _contraction_row(w: Workload, s: Schedule) -> tuple:
     return _contraction_info(w) + (
         mc, nc, kc, mr, nr, _IX.get(tuple(s.get("interchange", (0, 1, 2))), 0), bool(s.get("promote", False)),
         bool(s.get("vectorize", True)), int(s.get("unroll", 1)), int(s.get("threads", 1)),
-        "bmn".index(s.get("parallel_dim", "n")), _PREC[s.get("precision", w.dtype)])
+        _SPLITS.index(s.get("parallel_dim", "n")), _PREC[s.get("precision", w.dtype)])
 
 
 def _contraction_view(a: np.ndarray) -> View:
@@ -144,10 +154,17 @@ def _contraction_view(a: np.ndarray) -> View:
     n_rows = len(a)
     one = np.ones(n_rows)
     D = np.stack([b, m, n, k], axis=1)
-    split = pdim.astype(int)                               # b -> p0, m -> p1, n -> p2
-    units = D[np.arange(n_rows), split]
+    split = pdim.astype(int)                               # b -> p0, m -> p1, n -> p2, mn -> 3
+    grid = split == 3
+    axis = np.where(grid, 1, split)
+    units = D[np.arange(n_rows), axis]
     Dt = D.copy()
-    Dt[np.arange(n_rows), split] = _ceil_div(units, threads)
+    Dt[np.arange(n_rows), axis] = _ceil_div(units, threads)
+    if grid.any():                                         # tm x tn threads over m and n
+        tm, tn = _grid(threads[grid])
+        Dt[grid, 1] = _ceil_div(D[grid, 1], tm)
+        Dt[grid, 2] = _ceil_div(D[grid, 2], tn)
+        units = np.where(grid, D[:, 1] * D[:, 2], units)
     C = np.stack([one, _tile(mc, Dt[:, 1]), _tile(nc, Dt[:, 2]), _tile(kc, Dt[:, 3])], axis=1)
     T = np.stack([one, np.minimum(mr, C[:, 1]), np.minimum(nr, C[:, 2]), np.minimum(unroll, C[:, 3])], axis=1)
     eb = _ELT_BYTES[prec.astype(int)]

@@ -70,19 +70,44 @@ def _torch_sees_gpu() -> bool:
     return os.path.exists("/proc/driver/nvidia/version") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
+def _open_db(db: Optional[str], no_db: bool = False):
+    """The record store a command reads and writes: ``--db``, else the default tuning database."""
+    import os
+    from tilewise.datasets.base import StoreError, default_location, open_store
+    if no_db:
+        return None
+    location = db or default_location()
+    if db is None and "://" not in location:
+        os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
+    try:
+        return open_store(location)
+    except StoreError as e:
+        fail(str(e))
+
+
 @app.command()
 def tune(
     workload: str = typer.Argument(..., help="WORKLOAD string (matmul:512x512x512:f32) or FILE.mlir"),
     trials: int = typer.Option(32, "--trials", "-n", min=1, help="schedules to measure"),
-    strategy: str = typer.Option("random", "--strategy", help="search strategy: random | grid"),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="search strategy: model (default) | random | optuna | grid | lhs | "
+        "nsga2 (default with --objectives latency,error)"),
+    objectives: str = typer.Option("latency", "--objectives",
+                                   help="latency, or latency,error: also search lower precisions and "
+                                   "print the Pareto front of latency vs error"),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="most threads a schedule may use"),
     max_rel_error: Optional[float] = typer.Option(
         None, "--max-rel-error", help="error budget vs float64; admits lower precisions within it"),
+    db: Optional[str] = typer.Option(None, "--db", help="tuning database (record store); default "
+                                     "$TILEWISE_DB or ~/.cache/tilewise/records.db"),
+    no_db: bool = typer.Option(False, "--no-db", help="neither read nor write a tuning database"),
+    retune: bool = typer.Option(False, "--retune", help="search even if the database holds a schedule"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print the result object as JSON"),
 ):
     """Tune a workload: measure TRIALS schedules, re-measure the best side by side with the default
-    schedule and the library baseline, and report the winner.
+    schedule and the library baseline, and report the winner.  Every trial goes to the tuning
+    database; a workload tuned before is answered from it unless --retune.
 
     Examples:
 
@@ -91,11 +116,18 @@ def tune(
       tilewise tune matmul:1024x1024x1024:f32 --trials 64 --threads 2 --json
 
       tilewise tune model.mlir --trials 16
+
+      tilewise tune matmul:256x256x256:f32 --objectives latency,error --trials 32
     """
     from tilewise.profiling.target import detect
     from tilewise.tuner.base import available
     from tilewise.tuner.tune import TuneConfig
     from tilewise.tuner.tune import tune as run_tune
+    goals = tuple(o.strip() for o in objectives.split(",") if o.strip())
+    if goals not in (("latency",), ("latency", "error")):
+        fail(f"--objectives {objectives!r}: use latency or latency,error")
+    if strategy is None:
+        strategy = "nsga2" if "error" in goals else "model"
     if strategy not in available():
         fail(f"unknown strategy {strategy!r}: use one of {', '.join(available())}")
     if max_rel_error is not None and not max_rel_error > 0:
@@ -103,11 +135,17 @@ def tune(
     target = detect()
     if threads > target.cores:
         fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
+    wls = _workloads(workload)
+    store = _open_db(db, no_db)
     results = []
-    for w in _workloads(workload):
-        config = TuneConfig(trials=trials, strategy=strategy, max_threads=threads,
-                            max_rel_error=max_rel_error, seed=seed)
-        results.append(_tune_one(w, target, config, run_tune, quiet=as_json))
+    try:
+        for w in wls:
+            config = TuneConfig(trials=trials, strategy=strategy, max_threads=threads,
+                                max_rel_error=max_rel_error, seed=seed, retune=retune, objectives=goals)
+            results.append(_tune_one(w, target, config, run_tune, store, quiet=as_json))
+    finally:
+        if store is not None:
+            store.close()
     if as_json:
         payload = [r.to_json() for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
@@ -118,7 +156,7 @@ def tune(
         raise typer.Exit(1)
 
 
-def _tune_one(w, target, config, run_tune, quiet: bool):
+def _tune_one(w, target, config, run_tune, store, quiet: bool):
     columns = [TextColumn(f"[bold]{w}[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[best]}"), TextColumn("failed {task.fields[failed]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
@@ -134,11 +172,32 @@ def _tune_one(w, target, config, run_tune, quiet: bool):
             best = f"best {w.flops / state['best'] / 1e9:.1f} GFLOP/s" if state["best"] else ""
             progress.update(task, advance=1, best=best, failed=state["failed"])
 
-        return run_tune(w, target, config, on_trial=on_trial)
+        return run_tune(w, target, config, store=store, on_trial=on_trial)
 
 
 def _print_result(r) -> None:
-    table = Table(title=f"tilewise tune {r.workload}  ({r.target.name}, threads <= {r.config.max_threads})")
+    """A summary a person reads in five seconds, then the detail table."""
+    title = f"tilewise tune {r.workload}  ({r.target.name}, threads <= {r.config.max_threads})"
+    if r.best is None:
+        out.print(f"[bold]{title}[/]")
+        out.print("[bold red]no schedule passed the reference check[/]")
+    else:
+        gflops = r.workload.flops / r.best.median_s / 1e9
+        summary = Table(title=title, show_header=False, title_justify="left")
+        summary.add_column(style="bold")
+        summary.add_column()
+        summary.add_row("best", f"[bold green]{gflops:.1f} GFLOP/s[/]  ({_fmt_time(r.best.median_s)})")
+        summary.add_row(f"vs {r.reference.name}", f"[bold]{r.ratio_to_reference():.2f}x[/]")
+        if r.speedup_over_default() is not None:
+            summary.add_row("vs default", f"[bold]{r.speedup_over_default():.2f}x[/]")
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.status_counts().items()))
+        searched = (f"{len(r.trials)} trials ({counts}) with {r.strategy}" if r.searched
+                    else "no search: answered from the database (--retune to search)")
+        summary.add_row("time spent", f"{r.wall_time_s:.1f} s; {searched}")
+        summary.add_row("record", f"{r.store} ({len(r.prior)} fitting records before this run)"
+                        if r.store else "not recorded (--no-db)")
+        out.print(summary)
+    table = Table()
     table.add_column("kernel")
     table.add_column("median", justify="right")
     table.add_column("GFLOP/s", justify="right")
@@ -153,16 +212,71 @@ def _print_result(r) -> None:
         ratio = f"{t.median_s / r.best.median_s:.2f}x" if r.best else "-"
         table.add_row(label, _fmt_time(t.median_s), f"{r.workload.flops / t.median_s / 1e9:.1f}", ratio, rel)
     out.print(table)
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(r.status_counts().items()))
-    out.print(f"trials: {len(r.trials)} ({counts}); wall time {r.wall_time_s:.1f} s")
     if r.best is not None:
-        out.print(f"speedup over default: [bold]{r.speedup_over_default():.2f}x[/]   "
-                  f"vs {r.reference.name}: [bold]{r.ratio_to_reference():.2f}x[/]")
         out.print(f"best schedule: {r.best.schedule.dumps()}", highlight=False, soft_wrap=True)
-    else:
-        out.print("[bold red]no schedule passed the reference check[/]")
+    if r.config.multi_objective:
+        front = Table(title=f"Pareto front: latency vs error (error budget {r.config.error_budget(r.workload):.0e})")
+        for c in ("precision", "median", "GFLOP/s", "rel. error", "schedule"):
+            front.add_column(c, justify="left" if c in ("precision", "schedule") else "right")
+        for t in r.pareto:
+            m = t.measurement
+            front.add_row(str(t.schedule.get("precision", r.workload.dtype)), _fmt_time(m.median_s),
+                          f"{r.workload.flops / m.median_s / 1e9:.1f}",
+                          f"{m.rel_error:.1e}" if m.rel_error is not None else "-", t.schedule.dumps())
+        out.print(front)
+        tried = sorted({str(t.schedule.get("precision", r.workload.dtype)) for t in r.trials})
+        out.print(f"precisions measured: {', '.join(tried)}", highlight=False)
     for note in r.notes:
-        out.print(f"note: {note}")
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def best(
+    workload: str = typer.Argument(..., help="WORKLOAD string (matmul:512x512x512:f32) or FILE.mlir"),
+    db: Optional[str] = typer.Option(None, "--db", help="tuning database; default $TILEWISE_DB or "
+                                     "~/.cache/tilewise/records.db"),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1,
+                                          help="only schedules using at most this many threads"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """The best verified schedule the database holds for WORKLOAD on this machine.
+
+    Example: tilewise best matmul:512x512x512:f32 --json
+    """
+    from tilewise.profiling.target import detect
+    wls = _workloads(workload)
+    target = detect()
+    store = _open_db(db)
+    found = []
+    with store:
+        for w in wls:
+            records = [r for r in store.query(w, target)
+                       if threads is None or int(r.schedule.get("threads", 1)) <= threads]
+            found.append((w, records[0] if records else None, len(records)))
+    if as_json:
+        payload = [{"workload": str(w), "target_key": target.key(), "records": n,
+                    "best": None if r is None else {
+                        "schedule": r.schedule.to_json(), "latency_s": r.measurement.median_s,
+                        "gflops": w.flops / r.measurement.median_s / 1e9,
+                        "rel_error": r.measurement.rel_error, "measured_at": r.timestamp}}
+                   for w, r, n in found]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        import time
+        for w, r, n in found:
+            if r is None:
+                out.print(f"{w}: no verified schedule in {getattr(store, 'path', store)} for this target "
+                          f"(run: tilewise tune {w})", highlight=False)
+                continue
+            m = r.measurement
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.timestamp))
+            rel = f"{m.rel_error:.1e}" if m.rel_error is not None else "-"
+            out.print(f"[bold]{w}[/]: {w.flops / m.median_s / 1e9:.1f} GFLOP/s ({_fmt_time(m.median_s)}, "
+                      f"rel. error {rel}), best of {n} verified records, measured {when}",
+                      highlight=False)
+            out.print(f"  schedule: {r.schedule.dumps()}", highlight=False, soft_wrap=True)
+    if any(r is None for _, r, _ in found):
+        raise typer.Exit(1)
 
 
 def _fmt_time(s: float) -> str:

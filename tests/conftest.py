@@ -12,3 +12,9 @@ def target():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _private_tuning_db(tmp_path, monkeypatch):
+    """``tilewise tune`` records into a default database under ~/.cache; tests get their own."""
+    monkeypatch.setenv("TILEWISE_DB", str(tmp_path / "tuning.db"))

@@ -42,17 +42,21 @@ class GridSearch(SearchStrategy):
 
     def __init__(self, space: Space, seed: int = 0, **context):
         self._it = iter(space)
+        self.seen: set[Schedule] = set()
 
     def propose(self, n: int) -> list[Schedule]:
         out = []
         for s in self._it:
+            if s in self.seen:
+                continue
+            self.seen.add(s)
             out.append(s)
             if len(out) == n:
                 break
         return out
 
     def observe(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
-        pass
+        self.seen.update(schedules)
 
 
 @register_strategy("lhs")
@@ -106,3 +110,7 @@ class LatinHypercube(SearchStrategy):
 
     def observe(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
         self.seen.update(schedules)
+
+
+from tilewise.tuner import model_search  # noqa: E402,F401  (registers model)
+from tilewise.tuner import optuna_search  # noqa: E402,F401  (registers optuna, nsga2)

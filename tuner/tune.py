@@ -1,5 +1,12 @@
 """The tuning loop: propose -> measure -> observe, then an A/B re-measurement of the finalists.
 
+With a record store, ``tune`` is also the tuning database (MetaSchedule's Database, Inductor's
+autotune cache): every measured trial is appended after its batch, and what the store already
+holds for this (workload, target) is used first.  A workload with a verified record that fits the
+run's limits (thread cap, error budget) is not searched again unless ``retune`` is set: its best
+known schedules go straight to the A/B finalists.  With ``retune`` the search starts from them:
+the strategy is warm-started with every prior record and never re-measures one.
+
 Single timings on this machine are off by +-25% back to back, so the winner is not the fastest
 single measurement: the top-k schedules are re-timed *interleaved* with the default schedule and
 the library baseline, round-robin, and ranked by their median over all rounds.  The speedup and
@@ -8,12 +15,15 @@ the ratio to the baseline come from that same interleaved run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from tilewise.datasets.base import RecordStore
+from tilewise.datasets.record import Record
 from tilewise.ir.compiler import compile
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
@@ -39,6 +49,29 @@ class TuneConfig:
     top_k: int = 3                          # finalists re-measured side by side
     ab_rounds: int = 5
     ab_runs_per_round: int = 3
+    retune: bool = False                    # search even when the store holds a fitting record
+    objectives: tuple[str, ...] = ("latency",)   # ("latency", "error"): multi-objective, Pareto front
+
+    def __post_init__(self):
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives or self.objectives[0] != "latency":
+            raise ValueError(f"objectives {','.join(self.objectives)!r}: use 'latency' or 'latency,error'")
+
+    @property
+    def multi_objective(self) -> bool:
+        return "error" in self.objectives
+
+    def error_budget(self, workload: Workload) -> float | None:
+        """The error bound results are checked against: ``max_rel_error``; with the error
+        objective and no explicit budget, the loosest tolerance among the precisions the op
+        offers (every variant is measured and checked; the front shows what each costs)."""
+        if self.max_rel_error is not None or not self.multi_objective:
+            return self.max_rel_error
+        kind = workload.kind
+        return max(kind.tolerance(workload, p) for p in (workload.dtype, *kind.precisions_for(workload)))
+
+
+OBJECTIVES = ("latency", "error")
 
 
 @dataclass
@@ -70,6 +103,11 @@ class TuneResult:
     reference: Timing
     wall_time_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    prior: list[Trial] = field(default_factory=list)   # fitting ok records the store held before
+    searched: bool = True          # False: the store answered (tuned before, no --retune)
+    store: str | None = None       # where the trials were recorded
+    strategy: str = ""
+    pareto: list[Trial] = field(default_factory=list)   # with the error objective: the front
 
     @property
     def n_ok(self) -> int:
@@ -106,6 +144,14 @@ class TuneResult:
             "default": self._entry(self.default),
             "reference": {"name": self.reference.name, "latency_s": self.reference.median_s,
                           "gflops": self.workload.flops / self.reference.median_s / 1e9},
+            "searched": self.searched,
+            "prior_records": len(self.prior),
+            "store": self.store,
+            "wall_time_s": self.wall_time_s,
+            **({"pareto": [{"schedule": t.schedule.to_json(), "latency_s": t.measurement.median_s,
+                            "gflops": self.workload.flops / t.measurement.median_s / 1e9,
+                            "rel_error": t.measurement.rel_error} for t in self.pareto]}
+               if self.config.multi_objective else {}),
         }
 
 
@@ -148,13 +194,27 @@ def _interleaved(runs: dict[str, Callable[[], object]], baseline: BaselineProces
     return times
 
 
+def fits(workload: Workload, space, m: Measurement, max_rel_error: float | None, schedule: Schedule) -> bool:
+    """Whether a stored result answers for this run: ok, legal in this run's space (thread cap,
+    admitted precisions) and within its error budget."""
+    if not m.ok or not space.is_legal(schedule):
+        return False
+    bound = max_rel_error if max_rel_error is not None else workload.kind.tolerance(workload, workload.dtype)
+    return m.rel_error is None or m.rel_error <= bound
+
+
 def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), *,
          strategy: SearchStrategy | None = None, runner: Runner | None = None,
+         store: RecordStore | None = None,
          on_trial: Callable[[Trial], None] | None = None) -> TuneResult:
     """Tune ``workload`` on ``target``: ``config.trials`` schedules measured by ``runner`` (default:
     a LocalRunner, so a crashing or hanging candidate is a failed trial, not a crash), then the
-    finalists A/B-timed in this process against the default schedule and the baseline."""
+    finalists A/B-timed in this process against the default schedule and the baseline.
+
+    ``store``: the tuning database (see the module docstring); trials are appended to it."""
     t_start = time.perf_counter()
+    if config.multi_objective and config.max_rel_error is None:
+        config = dataclasses.replace(config, max_rel_error=config.error_budget(workload))
     precisions = ()
     if config.max_rel_error is not None:
         precisions = tuple(p for p in workload.kind.precisions_for(workload))
@@ -167,6 +227,31 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
             problems[precision] = make_problem(workload, precision, seed=config.seed)
         return problems[precision]
 
+    known = store.query(workload, target, status=None) if store is not None else []
+    prior = [Trial(r.schedule, r.measurement) for r in known
+             if fits(workload, space, r.measurement, config.max_rel_error, r.schedule)]
+    searched = config.retune or not prior
+    trials: list[Trial] = []
+    if searched:
+        if known:
+            strategy.warm_start([r.schedule for r in known], [r.measurement for r in known])
+        trials = _search(workload, target, config, strategy, runner, store, on_trial)
+    with pinned(config.max_threads), blas_threads(config.max_threads):
+        result = _final_ab(workload, target, config, trials, prior, problem)
+    result.prior, result.searched, result.strategy = prior, searched, getattr(strategy, "name", "")
+    if config.multi_objective:
+        from tilewise.tuner.optuna_search import pareto_front
+        front = pareto_front((t.schedule, t.measurement) for t in [*trials, *prior])
+        result.pareto = [Trial(s, m) for s, m in front]
+    result.store = getattr(store, "path", None) or (str(store) if store is not None else None)
+    if not searched:
+        result.notes.append(f"tuned before: the store holds {len(prior)} verified schedules for this "
+                            "workload and target; none searched (pass --retune to search again)")
+    result.wall_time_s = time.perf_counter() - t_start
+    return result
+
+
+def _search(workload, target, config, strategy, runner, store, on_trial) -> list[Trial]:
     trials: list[Trial] = []
     own_runner = runner is None
     if own_runner:
@@ -178,6 +263,8 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
             if not batch:
                 break
             results = runner.run([Candidate(workload, s) for s in batch])
+            if store is not None:
+                store.append([Record(workload, target, s, m) for s, m in zip(batch, results)])
             for s, m in zip(batch, results):
                 trial = Trial(s, m)
                 trials.append(trial)
@@ -187,15 +274,12 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
     finally:
         if own_runner:
             runner.close()
-    with pinned(config.max_threads), blas_threads(config.max_threads):
-        result = _final_ab(workload, target, config, trials, problem)
-    result.wall_time_s = time.perf_counter() - t_start
-    return result
+    return trials
 
 
-def _final_ab(workload, target, config, trials, problem) -> TuneResult:
-    ok = sorted((t for t in trials if t.measurement.ok), key=lambda t: t.measurement.median_s)
-    finalists = [t.schedule for t in ok[:config.top_k]]
+def _final_ab(workload, target, config, trials, prior, problem) -> TuneResult:
+    ok = sorted((t for t in [*trials, *prior] if t.measurement.ok), key=lambda t: t.measurement.median_s)
+    finalists = list(dict.fromkeys(t.schedule for t in ok))[:config.top_k]
     default_s = workload.kind.default_schedule(workload, target)
     runs: dict[str, Callable[[], object]] = {}
     errors: dict[str, float] = {}

@@ -11,7 +11,10 @@ Knobs (loop dims m, n, k; the batch dim is always tiled by 1):
 ``reg_tile``     [mr, nr] register tile; the k step is 1
 ``vectorize``    vectorize the register tile
 ``unroll``       unroll factor of the k loop
-``threads``      OpenMP threads; ``parallel_dim`` "m", "n" (or "b") is split across them
+``threads``      OpenMP threads; ``parallel_dim`` "m", "n" (or "b") is split across them, or
+                 "mn": a 2-D grid of tm x tn threads (``thread_grid``: tm the largest divisor of
+                 threads <= sqrt(threads)), for thread counts that one dim splits unevenly or
+                 into strips too thin for the register tile
 ``precision``    f32 workloads may compute in bf16 or f16 (inputs converted, f32 accumulate)
 """
 from __future__ import annotations
@@ -25,6 +28,12 @@ from torch_mlir.dialects import arith, func, linalg
 from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list, check_rank, register
 from tilewise.ir.schedule import Schedule
+
+def thread_grid(threads: int) -> tuple[int, int]:
+    """(tm, tn) of the "mn" split: tm * tn == threads, tm <= tn, as square as it gets."""
+    tm = max(d for d in range(1, int(threads ** 0.5) + 1) if threads % d == 0)
+    return tm, threads // tm
+
 
 #: largest B panel a schedule may promote into a stack buffer (OpenMP worker stacks are 4 MiB)
 MAX_PANEL_BYTES = 512 * 1024
@@ -118,7 +127,7 @@ class _Contraction(OpKind):
         unroll = s.get("unroll", 1)
         if not isinstance(unroll, int) or isinstance(unroll, bool) or not 1 <= unroll <= 8:
             raise ScheduleError(f"unroll={unroll!r}: must be an integer in [1, 8]")
-        dims = ("b", "m", "n") if self.batch else ("m", "n")
+        dims = ("b", "m", "n", "mn") if self.batch else ("m", "n", "mn")
         if s.get("parallel_dim", "n") not in dims:
             raise ScheduleError(f"parallel_dim={s.get('parallel_dim')!r}: must be one of {', '.join(dims)}")
         if s.get("promote", False):
@@ -144,7 +153,11 @@ class _Contraction(OpKind):
         if threads > 1:
             dims = (["b"] if self.batch else []) + ["m", "n"]
             nt = [0] * (rank + 1)
-            nt[dims.index(s.get("parallel_dim", "n"))] = threads
+            pdim = s.get("parallel_dim", "n")
+            if pdim == "mn":
+                nt[dims.index("m")], nt[dims.index("n")] = thread_grid(threads)
+            else:
+                nt[dims.index(pdim)] = threads
             mm, _ = script.tile_forall(mm, nt)
             fill, _ = script.tile_forall(fill, [threads] + [0] * (rank - 1))
         # zero-fill row by row: one vector per row segment

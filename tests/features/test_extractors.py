@@ -122,6 +122,15 @@ def test_matmul_values_by_hand():
     assert f["log10_compute_s"] == pytest.approx(math.log10(2 * 64 * 96 * 80 / (2 * 16 * 2 * 2 * 3e9)), abs=1e-4)
 
 
+def test_matmul_two_d_thread_grid():
+    # 4 threads as a 2 x 2 grid over m and n: each thread's share is 32 x 48 x 80
+    f = features(cand("matmul:64x96x80:f32", tile=[32, 48, 0], reg_tile=[4, 16], threads=4, parallel_dim="mn"))
+    assert f["split_p0"] == 0 and f["split_p1"] == 1 and f["split_p2"] == 1 and f["threads"] == 4
+    assert f["log2_cache_trips_p1"] == pytest.approx(0)                  # 32 / 32
+    assert f["log2_cache_trips_p2"] == pytest.approx(0)                  # 48 / 48
+    assert f["load_imbalance"] == 1
+
+
 def test_matmul_remainders_and_precision():
     # m = 10 in tiles of 4: one partial cache tile of 2 rows; reg tile 3 rows: 4 = 3 + 1, 2 = 0 + 2
     f = features(cand("matmul:10x32x16:f32", tile=[4, 0, 0], reg_tile=[3, 24], precision="bf16"))

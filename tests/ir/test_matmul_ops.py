@@ -15,3 +15,15 @@ def test_random_schedules_match_reference(op, shape, dtype, target):
 @pytest.mark.parametrize("op,shape", [("matmul", "24x40x32"), ("batch_matmul", "2x16x32x24")])
 def test_lower_precision_schedules_within_their_bound(op, shape, target):
     check_random_schedules(f"{op}:{shape}:f32", target, n=12, precisions=("bf16", "f16"))
+
+
+@pytest.mark.parametrize("op,shape", [("matmul", "37x45x29"), ("batch_matmul", "3x19x40x23")])
+def test_two_d_thread_grids_match_reference(op, shape, target):
+    """parallel_dim "mn" (a tm x tn grid of threads) at thread counts beyond this machine's cores."""
+    schedules = check_random_schedules(f"{op}:{shape}:f32", target, n=10, max_threads=6)
+    assert any(s.get("parallel_dim") == "mn" for s in schedules)
+
+
+def test_thread_grid():
+    from tilewise.ir.ops.matmul import thread_grid
+    assert [thread_grid(t) for t in (1, 2, 4, 6, 8, 9, 16)] == [(1, 1), (1, 2), (2, 2), (2, 3), (2, 4), (3, 3), (4, 4)]

@@ -8,7 +8,7 @@ over n or m; M blocking and interchange get small ranges.
 from __future__ import annotations
 
 from tilewise.ir.dtypes import DTYPES
-from tilewise.ir.ops.matmul import MAX_PANEL_BYTES
+from tilewise.ir.ops.matmul import MAX_PANEL_BYTES, thread_grid
 from tilewise.tuner.space import Space, SpaceOptions, precisions, register_space, thread_counts
 
 
@@ -24,7 +24,9 @@ def contraction_space(w, target, options: SpaceOptions) -> Space:
     kcs = sorted({v for v in (64, 128, 256, 512, k) if v <= k} | {0})
     mcs = sorted({v for v in (32, 64, 128, 256) if v <= m} | {0})
     precs = precisions(w, options)
-    par_dims = (["b"] if "b" in dims else []) + ["m", "n"]
+    threads = thread_counts(options.max_threads)
+    # a 2-D thread grid exists only from 4 threads on (2 = 1 x 2 is the "n" split)
+    par_dims = (["b"] if "b" in dims else []) + ["m", "n"] + (["mn"] if max(threads) >= 4 else [])
     elt = {p: DTYPES[p].nbytes for p in precs}
 
     def legal(s) -> bool:
@@ -37,6 +39,8 @@ def contraction_space(w, target, options: SpaceOptions) -> Space:
             return False
         if s["threads"] == 1 and s["parallel_dim"] != "n":
             return False          # parallel_dim means nothing single-threaded: one spelling only
+        if s["parallel_dim"] == "mn" and thread_grid(s["threads"])[0] == 1:
+            return False          # a prime thread count has no 2-D grid: it is the "n" split
         return True
 
     return Space(
@@ -47,7 +51,7 @@ def contraction_space(w, target, options: SpaceOptions) -> Space:
             "reg_tile": [(mr, nr) for mr in mrs for nr in nrs],
             "vectorize": [True],
             "unroll": [1, 2],
-            "threads": thread_counts(options.max_threads),
+            "threads": threads,
             "parallel_dim": par_dims,
             "precision": precs,
         },
