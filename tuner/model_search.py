@@ -27,6 +27,16 @@ the ``roofline`` model until it has ``min_train`` ok measurements.  A path loads
 memory: online updates never write the file they came from.  ``model_source`` and
 ``model_reason`` say what was chosen and why (for the CLI).
 
+Online learning.  A model that arrives fitted (the embedded one, a file, a fitted instance) was
+trained on thousands of records of other workloads; refitting it with this session's handful of
+rows added (``update``) barely moves it: 8 new rows among ~2900.  Instead the session fits a small
+*correction* model once ``min_train`` ok measurements of this workload exist, and refits it after
+every batch: 30 boosted trees of depth 3 on ``log(measured / pretrained prediction)`` over the
+same features, multiplied into every prediction (TenSet-style fine-tuning on the target workload,
+~20 ms per fit).  ``session_correction=False`` calls ``update`` on the model instead.  An
+unfitted model (no pretrained one fits the target) is fitted from this session's records and
+updated after every batch, as the cost-model contract describes.
+
 Failures.  A failed measurement is remembered (never proposed again) but not given to the model:
 the cost-model contract learns latencies of ``ok`` records only, and a made-up "pessimistic"
 latency would bend the fit (a compile timeout says nothing about how fast the kernel would have
@@ -56,6 +66,7 @@ import numpy as np
 
 from tilewise.costmodel.base import CostModel, create as create_model, load_model
 from tilewise.datasets.record import Record
+from tilewise.features.base import create as create_features
 from tilewise.ir.schedule import Schedule
 from tilewise.profiling.base import Candidate
 from tilewise.profiling.measure import Measurement
@@ -66,6 +77,7 @@ from tilewise.tuner.space import Space
 Genome = tuple[int, ...]            # one value index per knob, in the space's knob order
 _LOCAL_STEP = 0.75                  # chance a mutated knob moves to a neighbouring value
 _ENUMERATE_BELOW = 20_000           # raw product size under which the legal set is enumerated
+_CORRECTION_ROUNDS = 30             # trees of the session model (on 8-64 points: depth 3, eta 0.2)
 
 
 # -- which model ---------------------------------------------------------------------------------
@@ -237,6 +249,7 @@ class ModelSearchConfig:
     min_train: int = 8                  # ok measurements before an unfitted model replaces the roofline
     failure_penalty: float = 2.0
     min_distance: int = 2               # knobs in which two model picks of one batch differ (if possible)
+    session_correction: bool = True     # pretrained model: per-session correction, not update()
 
     def __post_init__(self):
         for name in ("mutation_prob", "eps_greedy", "uncertainty_fraction", "measured_ratio"):
@@ -285,18 +298,23 @@ class ModelGuidedSearch(SearchStrategy):
                  model: CostModel | str | os.PathLike | None = None, population: int = 512,
                  generations: int = 4, mutation_prob: float = 0.75, eps_greedy: float = 0.1,
                  uncertainty_fraction: float = 0.25, kappa: float = 1.0, measured_ratio: float = 0.2,
-                 min_train: int = 8, failure_penalty: float = 2.0, min_distance: int = 2, **context):
+                 min_train: int = 8, failure_penalty: float = 2.0, min_distance: int = 2,
+                 session_correction: bool = True, **context):
         if workload is None or target is None:
             raise ValueError("the 'model' strategy needs the workload and the target it tunes "
                              "(create('model', space, workload=w, target=t))")
         self.config = ModelSearchConfig(population, generations, mutation_prob, eps_greedy,
                                         uncertainty_fraction, kappa, measured_ratio, min_train, failure_penalty,
-                                        min_distance)
+                                        min_distance, session_correction)
         self.space, self.workload, self.target = space, workload, target
         self.rng = np.random.default_rng(seed)
         self._rnd = random.Random(seed)          # scalar draws in the evolution's inner loops
         self.enc = _Encoding(space)
         self.model, self.model_source, self.model_reason = resolve_model(model, target)
+        # a model that arrives fitted is corrected per session, not retrained (module docstring)
+        self._pretrained = bool(getattr(self.model, "fitted", False))
+        self._extractor = getattr(self.model, "extractor", None) or create_features("analytic")
+        self._correction = None
         self._roofline = create_model("roofline")
         self.records: list[Record] = []             # everything observed or warm-started
         self._pending: list[Record] = []            # ok records an unfitted model has not seen
@@ -354,6 +372,9 @@ class ModelGuidedSearch(SearchStrategy):
         self.observe(schedules, measurements)
 
     def _learn(self, ok: list[Record]) -> None:
+        if self._pretrained and self.config.session_correction:
+            self._fit_correction()
+            return
         if getattr(self.model, "fitted", True):
             if ok:
                 self.model.update(ok)
@@ -437,14 +458,40 @@ class ModelGuidedSearch(SearchStrategy):
                     return list(out)
         return list(out)
 
+    def _fit_correction(self) -> None:
+        """The session model: small boosted trees on log(measured / pretrained prediction) of this
+        workload's ok measurements (module docstring, "Online learning")."""
+        ok = [r for r in self.records if r.workload == self.workload and r.measurement.ok
+              and 0.0 < r.measurement.median_s < math.inf]
+        if len(ok) < self.config.min_train:
+            return
+        import xgboost as xgb
+        cands = [Candidate(r.workload, r.schedule) for r in ok]
+        base = np.log(np.asarray(self.model.predict(cands, self.target), dtype=np.float64))
+        resid = np.log([r.measurement.median_s for r in ok]) - base
+        X = self._extractor.extract(cands, self.target)
+        params = {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.2, "min_child_weight": 2.0,
+                  "lambda": 1.0, "subsample": 1.0, "nthread": 1, "verbosity": 0, "seed": 0}
+        self._correction = xgb.train(params, xgb.DMatrix(X, label=resid), _CORRECTION_ROUNDS)
+
+    def predict_with_uncertainty(self, schedules: Sequence[Schedule]) -> tuple[np.ndarray, np.ndarray]:
+        """What the search believes now: ``(latency_s, std_log)`` of ``schedules`` of this workload
+        (the ranker, times the session correction once there is one)."""
+        cands = [Candidate(self.workload, s) for s in schedules]
+        mean, std = self.ranker.predict_with_uncertainty(cands, self.target)
+        mean = np.asarray(mean, dtype=np.float64)
+        if self._correction is not None:
+            X = self._extractor.extract(cands, self.target)
+            mean = mean * np.exp(self._correction.inplace_predict(X).astype(np.float64))
+        return mean, np.asarray(std, dtype=np.float64)
+
     def _score_into(self, pool: _Pool, genomes: list[Genome]) -> None:
         """Score ``genomes`` in one model call (failure neighbours penalised) and add them."""
         if not genomes:
             return
         schedules = [self.enc.schedule(g) for g in genomes]
-        mean, std = self.ranker.predict_with_uncertainty([Candidate(self.workload, s) for s in schedules],
-                                                         self.target)
-        mean = np.asarray(mean, dtype=np.float64) * self._failure_factor(genomes)
+        mean, std = self.predict_with_uncertainty(schedules)
+        mean = mean * self._failure_factor(genomes)
         pool.add(genomes, schedules, mean, np.asarray(std, dtype=np.float64))
 
     def _failure_factor(self, genomes: list[Genome]) -> np.ndarray:
