@@ -168,6 +168,12 @@ def time_runs(fn: Callable[[], object], *, repeats: int = 10, min_time_s: float 
     return times
 
 
+def error_bound(w: Workload, max_rel_error: float | None) -> float:
+    """The largest relative error a result of ``w`` may have: the budget given, else the op's
+    tolerance for the workload's own dtype (a lower precision must earn its way in)."""
+    return max_rel_error if max_rel_error is not None else w.kind.tolerance(w, w.dtype)
+
+
 def measure(w: Workload, s: Schedule, *, max_rel_error: float | None = None, repeats: int = 10,
             min_time_s: float = 0.2, seed: int = 0, problem: Problem | None = None) -> Measurement:
     """Compile ``s``, check it against the reference, time it.  Never raises for a bad schedule."""
@@ -179,8 +185,7 @@ def measure(w: Workload, s: Schedule, *, max_rel_error: float | None = None, rep
     except CompileError as e:
         return Measurement("compile_error", str(e))
     problem = problem if problem is not None and problem.precision == precision else make_problem(w, precision, seed)
-    # without a budget the workload's own dtype sets the bar: a lower precision must earn its way in
-    bound = max_rel_error if max_rel_error is not None else w.kind.tolerance(w, w.dtype)
+    bound = error_bound(w, max_rel_error)
     rel = check(kernel, problem)
     if not rel <= bound:
         return Measurement("wrong_result", f"relative error {rel:.3g} exceeds {bound:.3g}",

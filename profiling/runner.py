@@ -60,7 +60,7 @@ from typing import Iterable, Mapping, Sequence
 
 from tilewise.profiling.base import Candidate, Runner, RunnerConfig, register_runner
 from tilewise.profiling.build import Builder, BuildWorker, build_shared_library
-from tilewise.profiling.measure import Measurement
+from tilewise.profiling.measure import Measurement, error_bound
 from tilewise.profiling.procs import allowed_cores
 from tilewise.profiling.timer import TimingProcess
 
@@ -139,7 +139,7 @@ class LocalRunner(Runner):
         self._n_timed += 1
         threads = c.threads
         cores = self.timing_cores[:threads] if threads <= len(self.timing_cores) else self.timing_cores
-        bound = cfg.max_rel_error if cfg.max_rel_error is not None else w.kind.tolerance(w, w.dtype)
+        bound = error_bound(w, cfg.max_rel_error)
         pause = threads >= cfg.pause_builds_min_threads
         groups = [wk.process.pid for wk in self._workers if wk.state != "dead"] if pause else []
         return {"path": path, "workload": w.to_json(), "precision": c.schedule.get("precision", w.dtype),

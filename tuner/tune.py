@@ -29,7 +29,7 @@ from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.base import Candidate, Runner, RunnerConfig
 from tilewise.profiling.baseline import BaselineProcess
-from tilewise.profiling.measure import Measurement, Problem, check, make_problem, page_aligned_empty, time_runs
+from tilewise.profiling.measure import Measurement, Problem, check, error_bound, make_problem, page_aligned_empty, time_runs
 from tilewise.profiling.runner import LocalRunner
 from tilewise.profiling.target import Target
 from tilewise.tuner.base import SearchStrategy, create
@@ -199,8 +199,7 @@ def fits(workload: Workload, space, m: Measurement, max_rel_error: float | None,
     admitted precisions) and within its error budget."""
     if not m.ok or not space.is_legal(schedule):
         return False
-    bound = max_rel_error if max_rel_error is not None else workload.kind.tolerance(workload, workload.dtype)
-    return m.rel_error is None or m.rel_error <= bound
+    return m.rel_error is None or m.rel_error <= error_bound(workload, max_rel_error)
 
 
 def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), *,
