@@ -105,7 +105,10 @@ class LearnedModel(CostModel):
 
     def predict_with_uncertainty(self, candidates: Sequence[Candidate],
                                  target: Target) -> tuple[np.ndarray, np.ndarray]:
-        X = self._features(candidates, target)
+        return self.predict_features_with_uncertainty(self._features(candidates, target))
+
+    def predict_features_with_uncertainty(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_with_uncertainty`` from rows the model's extractor already produced."""
         mean_log, std_log = self._predict_log_std(X)
         return np.exp(mean_log + self._margin(X)), std_log
 

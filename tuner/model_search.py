@@ -314,6 +314,8 @@ class ModelGuidedSearch(SearchStrategy):
         # a model that arrives fitted is corrected per session, not retrained (module docstring)
         self._pretrained = bool(getattr(self.model, "fitted", False))
         self._extractor = getattr(self.model, "extractor", None) or create_features("analytic")
+        self._shares_features = (self._extractor is getattr(self.model, "extractor", None)
+                                 and hasattr(self.model, "predict_features_with_uncertainty"))
         self._correction = None
         self._roofline = create_model("roofline")
         self.records: list[Record] = []             # everything observed or warm-started
@@ -467,9 +469,9 @@ class ModelGuidedSearch(SearchStrategy):
             return
         import xgboost as xgb
         cands = [Candidate(r.workload, r.schedule) for r in ok]
-        base = np.log(np.asarray(self.model.predict(cands, self.target), dtype=np.float64))
-        resid = np.log([r.measurement.median_s for r in ok]) - base
         X = self._extractor.extract(cands, self.target)
+        base = np.log(self._pretrained_prediction(cands, X)[0])
+        resid = np.log([r.measurement.median_s for r in ok]) - base
         params = {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.2, "min_child_weight": 2.0,
                   "lambda": 1.0, "subsample": 1.0, "nthread": 1, "verbosity": 0, "seed": 0}
         self._correction = xgb.train(params, xgb.DMatrix(X, label=resid), _CORRECTION_ROUNDS)
@@ -478,12 +480,21 @@ class ModelGuidedSearch(SearchStrategy):
         """What the search believes now: ``(latency_s, std_log)`` of ``schedules`` of this workload
         (the ranker, times the session correction once there is one)."""
         cands = [Candidate(self.workload, s) for s in schedules]
-        mean, std = self.ranker.predict_with_uncertainty(cands, self.target)
-        mean = np.asarray(mean, dtype=np.float64)
-        if self._correction is not None:
-            X = self._extractor.extract(cands, self.target)
-            mean = mean * np.exp(self._correction.inplace_predict(X).astype(np.float64))
-        return mean, np.asarray(std, dtype=np.float64)
+        if self._correction is None:
+            mean, std = self.ranker.predict_with_uncertainty(cands, self.target)
+            return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        X = self._extractor.extract(cands, self.target)
+        mean, std = self._pretrained_prediction(cands, X)
+        return mean * np.exp(self._correction.inplace_predict(X).astype(np.float64)), std
+
+    def _pretrained_prediction(self, cands: list[Candidate], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pretrained model's ``(latency_s, std_log)``; from the rows ``X`` already extracted
+        for the correction when the model reads the same features (one extraction, not two)."""
+        if self._shares_features:
+            mean, std = self.model.predict_features_with_uncertainty(X)
+        else:
+            mean, std = self.model.predict_with_uncertainty(cands, self.target)
+        return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 
     def _score_into(self, pool: _Pool, genomes: list[Genome]) -> None:
         """Score ``genomes`` in one model call (failure neighbours penalised) and add them."""
