@@ -350,7 +350,6 @@ def collect(
 
       tilewise collect --workloads matmul:512x512x512:f32,relu:1024x1024:f32 --samples 20 --strategy lhs
     """
-    from tilewise.datasets.base import StoreError, open_store
     from tilewise.datasets.suites import SUITES, expand
     from tilewise.ir.workload import Workload, WorkloadError
     from tilewise.profiling.base import RunnerConfig
@@ -369,10 +368,7 @@ def collect(
     target = detect()
     if threads > target.cores:
         fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
-    try:
-        store = open_store(db)
-    except StoreError as e:
-        fail(str(e))
+    store = _open_db(db)
     config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed)
     columns = [TextColumn("{task.fields[workload]}"), BarColumn(bar_width=16), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failed]}"), TextColumn("skipped {task.fields[skipped]}"),
