@@ -19,6 +19,9 @@
 * ``bandwidth`` follows where the working set (the op's inputs and outputs, ``bytes_moved``)
   lives while a kernel is timed again and again: in the threads' L2 (``l2_bytes_per_cycle`` per
   core), in L3 (``l3_bytes_per_cycle`` per core), or in DRAM (``dram_bytes_per_s``, shared).
+* On a cuda target the estimate is :func:`tilewise.features.gpu_analytic.gpu_roofline_s`
+  (the precision's measured peak charged for tile padding and the wave tail, DRAM bytes at the
+  measured bandwidth, plus a launch).
 * Cache tiling, loop order, packing and unrolling are not modelled: telling a good cache tiling
   from a bad one is what the learned models are for.
 """
@@ -101,6 +104,9 @@ class RooflineModel(CostModel):
         return self
 
     def predict(self, candidates: Sequence[Candidate], target: Target) -> np.ndarray:
+        if target.kind == "cuda":       # Triton GEMMs on a GPU: the gpu_analytic bound
+            from tilewise.features.gpu_analytic import gpu_roofline_s
+            return gpu_roofline_s(candidates, target)
         c = self.config
         caches = target.caches
         l2, l3 = caches.get("L2", 1 << 20), caches.get("L3", 0)

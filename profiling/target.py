@@ -29,6 +29,10 @@ class Target:
     simd_bits: int                              # widest float vector register (a warp's 32 lanes on cuda)
     cache_bytes: tuple[tuple[str, int], ...]    # (("L1d", 32768), ("L2", ...), ("L3", ...))
     versions: tuple[tuple[str, str], ...] = field(default=())
+    #: measured peaks of a GPU (("bf16_flops_per_s", ...), ("dram_bytes_per_s", ...)): measured,
+    #: not identity, so neither in ``key()`` nor in equality; omitted from the JSON when empty
+    #: (every CPU target), so CPU targets' JSON and keys are what they were before this field
+    peaks: tuple[tuple[str, float], ...] = field(default=(), compare=False)
     schema_version: ClassVar[int] = 1
 
     @property
@@ -50,16 +54,26 @@ class Target:
         d["cache_bytes"] = dict(self.cache_bytes)
         d["versions"] = dict(self.versions)
         d["schema_version"] = self.schema_version
+        if self.peaks:
+            d["peaks"] = dict(self.peaks)
+        else:
+            del d["peaks"]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Target":
         return cls(kind=d["kind"], name=d["name"], arch=d["arch"], isa=tuple(d["isa"]), cores=d["cores"],
                    simd_bits=d["simd_bits"], cache_bytes=tuple(d["cache_bytes"].items()),
-                   versions=tuple(d["versions"].items()))
+                   versions=tuple(d["versions"].items()),
+                   peaks=tuple((str(k), float(v)) for k, v in (d.get("peaks") or {}).items()))
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+        d = self.to_json()
+        d.pop("peaks", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def peak(self, name: str, default: float = 0.0) -> float:
+        return dict(self.peaks).get(name, default)
 
     def describe(self) -> str:
         c = self.caches
@@ -124,20 +138,10 @@ def _caches(cpu: int = 0) -> tuple[tuple[str, int], ...]:
 
 
 def detect_cuda(index: int = 0) -> Target | None:
-    """The CUDA GPU torch sees at ``index``, or None (imports torch: call only when asked)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-        return None
-    p = torch.cuda.get_device_properties(index)
-    cc = f"sm_{p.major}{p.minor}"
-    caches = (("L2", int(getattr(p, "L2_cache_size", 0))),
-              ("smem_per_block", int(getattr(p, "shared_memory_per_block", 0))))
-    return Target(kind="cuda", name=p.name, arch=cc, isa=(cc,), cores=int(p.multi_processor_count),
-                  simd_bits=32 * 32, cache_bytes=caches,
-                  versions=_versions() + (("cuda", str(torch.version.cuda)),))
+    """The CUDA GPU torch sees at ``index``, or None (imports torch: call only when asked).
+    Peaks are not measured here: :func:`tilewise.profiling.cuda_target.detect_cuda_target` does."""
+    from tilewise.profiling.cuda_target import describe_cuda
+    return describe_cuda(index)
 
 
 @functools.lru_cache(maxsize=1)

@@ -80,14 +80,27 @@ def register_space(*ops: str):
     return deco
 
 
+#: spaces of GPU targets (``target.kind == "cuda"``): Triton kernels, other knobs
+_GPU_SPACES: dict[str, SpaceBuilder] = {}
+
+
+def register_gpu_space(*ops: str):
+    def deco(fn: SpaceBuilder) -> SpaceBuilder:
+        for op in ops:
+            _GPU_SPACES[op] = fn
+        return fn
+    return deco
+
+
 def space_for(w: "Workload", target: "Target", options: SpaceOptions | None = None) -> Space:
-    """The search space of ``w`` on ``target`` within ``options``."""
-    if not _SPACES:
+    """The search space of ``w`` on ``target`` within ``options`` (a cuda target's own spaces)."""
+    if not _SPACES or not _GPU_SPACES:
         import tilewise.tuner.spaces  # noqa: F401  (registers the built-in spaces)
+    gpu = getattr(target, "kind", "cpu") == "cuda"
     try:
-        builder = _SPACES[w.op]
+        builder = (_GPU_SPACES if gpu else _SPACES)[w.op]
     except KeyError:
-        raise ValueError(f"no search space for op {w.op!r}") from None
+        raise ValueError(f"no search space for op {w.op!r}" + (" on a cuda target" if gpu else "")) from None
     return builder(w, target, options or SpaceOptions())
 
 

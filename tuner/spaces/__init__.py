@@ -2,3 +2,4 @@
 from tilewise.tuner.spaces import contraction  # noqa: F401
 from tilewise.tuner.spaces import elementwise  # noqa: F401,E402
 from tilewise.tuner.spaces import conv  # noqa: F401,E402
+from tilewise.tuner.spaces import gpu_gemm  # noqa: F401,E402  (cuda targets: Triton GEMMs)

@@ -1,0 +1,37 @@
+"""``tilewise train --target cuda``: train on the store's records measured on cuda targets.
+
+Training needs no GPU (records carry their target); only records of kind ``cuda`` are used, on
+``gpu_analytic`` features unless others are named (the CPU ``analytic`` features describe CPU
+schedules' knobs, which a Triton schedule does not have).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from tilewise.costmodel.cli_commands import report_table
+from tilewise.costmodel.training import load_records, train
+
+GPU_FEATURES = "gpu_analytic"
+
+
+def cuda_records(db: str) -> list:
+    return [r for r in load_records(db) if r.target.kind == "cuda"]
+
+
+def train_cuda_command(db: str, model: str = "xgb", out: str | None = None, features: str = GPU_FEATURES,
+                       split: str = "workload", test_fraction: float = 0.2, seed: int = 0,
+                       params: dict[str, Any] | None = None) -> tuple[dict[str, Any], Table]:
+    """As :func:`~tilewise.costmodel.cli_commands.train_command`, on the cuda records only."""
+    records = cuda_records(db)
+    if not records:
+        raise ValueError(f"{db} holds no record measured on a cuda target: collect some first "
+                         "(tilewise collect --target cuda ... on a machine with an NVIDIA GPU)")
+    if features == "analytic":
+        features = GPU_FEATURES
+    options: dict[str, Any] = {"seed": seed}
+    if split != "target":
+        options["test_fraction"] = test_fraction
+    rep = train(model=model, features=features, out=out, split=split, records=records, params=params, **options)
+    return rep, report_table(rep, f"{model} on held-out workloads (cuda records)")
