@@ -4,6 +4,10 @@ Resumable by construction: the schedules of a workload are drawn from a strategy
 (seed, workload key), so a rerun proposes the same sequence, and every schedule the store already
 holds for this target is skipped.  Each measured batch is appended in one transaction, so a kill
 loses at most the batch in flight.
+
+On a cluster (``profiling.ray_runner.RayRunner``) each record carries the target of the node
+that measured it (:func:`measure`), and "already held" means held for any of the cluster's
+targets: a schedule is measured once per collection, on whichever node took it.
 """
 from __future__ import annotations
 
@@ -39,6 +43,22 @@ class CollectProgress:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+def measure(runner: Runner, candidates: list[Candidate], target: Target) -> list[tuple]:
+    """``(measurement, target it was measured on)`` per candidate: a runner that spreads candidates
+    over machines says which target measured which (``run_with_targets``); any other runner
+    measures on ``target``, this machine."""
+    with_targets = getattr(runner, "run_with_targets", None)
+    if with_targets is None:
+        return [(m, target) for m in runner.run(candidates)]
+    return with_targets(candidates)
+
+
+def runner_targets(runner: Runner, target: Target) -> list[Target]:
+    """The targets ``runner`` measures on: a cluster's nodes' (``targets()``), else ``target``."""
+    targets = getattr(runner, "targets", None)
+    return list(targets()) if targets is not None else [target]
+
+
 def _stream_seed(seed: int, w: Workload) -> int:
     return int(hashlib.sha256(f"{seed}:{w.key()}".encode()).hexdigest()[:15], 16)
 
@@ -49,11 +69,12 @@ def collect(workloads: Sequence[Workload], target: Target, store, runner: Runner
     from tilewise.datasets.record import Record
 
     progress = CollectProgress(total=config.samples * len(workloads))
+    targets = runner_targets(runner, target)
     for w in workloads:
         progress.workload = str(w)
         space = space_for(w, target, SpaceOptions(max_threads=config.max_threads))
         strategy = create(config.strategy, space, seed=_stream_seed(config.seed, w))
-        held = store.keys(w, target)
+        held = set().union(*(store.keys(w, t) for t in targets))
         wanted = config.samples
         while wanted > 0:
             batch = strategy.propose(min(config.batch_size, wanted))
@@ -65,9 +86,10 @@ def collect(workloads: Sequence[Workload], target: Target, store, runner: Runner
             progress.skipped += skipped
             progress.done += skipped
             if fresh:
-                measurements = runner.run([Candidate(w, s) for s in fresh])
+                measured = measure(runner, [Candidate(w, s) for s in fresh], target)
+                measurements = [m for m, _ in measured]
                 now = time.time()
-                records = [Record(w, target, s, m, now) for s, m in zip(fresh, measurements)]
+                records = [Record(w, t, s, m, now) for s, (m, t) in zip(fresh, measured)]
                 store.append(records)
                 held.update(s.key() for s in fresh)
                 for m in measurements:

@@ -47,12 +47,25 @@ completed trials (``study.add_trial``), the rest are only remembered as seen.  T
 them; CMA-ES and NSGA-II learn only from trials they sampled, so for them warm-started results are
 just never proposed again.
 
+Shared studies.  ``storage`` (an optuna RDB URL: ``sqlite:///study.db``, ``postgresql://...``)
+and ``study_name`` put the study in a database, so several workers (processes, machines) run one
+study: each asks its trials from it and tells them back, and every worker's sampler learns from
+all completed trials.  Before each ``propose`` a worker reads the study: schedules another worker
+has in flight count as seen (not proposed again), completed ones as observed with their values.
+Two workers asking at the same moment may still draw the same schedule (optuna has no lock
+around ask); the record store keeps one record of it, so at worst one measurement is spent twice.
+Without ``study_name`` the name is derived from the workload, target and space, so workers
+tuning the same thing meet in the same study.  ``postgresql://`` URLs are given to SQLAlchemy as
+``postgresql+psycopg://`` (psycopg 3, a tilewise dependency).  Give each worker its own ``seed``.
+
 Optuna's logger is held at WARNING only while this module calls into optuna, and restored after.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
 import math
 import warnings
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -209,9 +222,16 @@ class _OptunaStrategy(SearchStrategy):
     margins: tuple[float, ...] = ()           # penalty = worst observed + margin, per objective
     no_result_penalty: tuple[float, ...] = ()
 
-    def __init__(self, space: Space, seed: int, max_retries: int):
+    def __init__(self, space: Space, seed: int, max_retries: int, storage: str | None = None,
+                 study_name: str | None = None, workload=None, target=None):
         if int(max_retries) < 1:
             raise ValueError(f"max_retries must be at least 1, not {max_retries!r}")
+        if study_name is not None and storage is None:
+            raise ValueError("study_name names a study in a shared storage: give storage too")
+        self.storage = storage_url(storage) if storage is not None else None
+        self.study_name = study_name or (default_study_name(self.name, space, workload, target)
+                                         if storage is not None else None)
+        self._synced: set[int] = set()         # trial numbers of a shared study already read
         self.space = space
         self.seed = seed
         self.max_retries = int(max_retries)
@@ -278,15 +298,42 @@ class _OptunaStrategy(SearchStrategy):
     # -- internals --------------------------------------------------------------------------
     def _ensure_study(self, batch: int) -> None:
         if self.study is None:
-            self.study = optuna.create_study(directions=list(self.directions), sampler=self._make_sampler(batch))
-            self.study.add_trials(self._early_trials)
-            self._early_trials = []
+            self.study = optuna.create_study(directions=list(self.directions), sampler=self._make_sampler(batch),
+                                             storage=self.storage, study_name=self.study_name,
+                                             load_if_exists=self.storage is not None)
+            early, self._early_trials = self._early_trials, []
+            for trial in early:
+                self._add_trial(trial)
+        self._sync_shared()
 
     def _add_trial(self, trial) -> None:
         if self.study is None:
             self._early_trials.append(trial)
-        else:
-            self.study.add_trial(trial)
+        elif self.storage is None or not self._completed_with(trial.params):
+            self.study.add_trial(trial)        # a shared study gets a warm-start result once
+
+    def _completed_with(self, params: Mapping[str, Any]) -> bool:
+        return any(t.params == params for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def _sync_shared(self) -> None:
+        """Read the shared study: other workers' in-flight schedules are seen, their completed ones
+        observed (their values are what a repeat ask is told)."""
+        if self.storage is None:
+            return
+        ours = {t.number for t in self._pending.values()}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.number in self._synced or t.number in ours:
+                continue
+            values = self.encoding.decode(t.params)
+            if not self.space.is_legal(values):
+                if t.state == TrialState.COMPLETE:
+                    self._synced.add(t.number)
+                continue
+            s = Schedule(values)
+            if t.state == TrialState.COMPLETE:
+                self._synced.add(t.number)
+                self._told.setdefault(s, list(t.values))
+            self._mark_seen(s)
 
     def _score(self, m: Measurement | None) -> list[float] | None:
         """What to tell for a result: its objectives, a penalty if it failed, None if there is none."""
@@ -356,6 +403,24 @@ class _OptunaStrategy(SearchStrategy):
         return None
 
 
+def storage_url(url: str) -> str:
+    """An optuna RDB storage URL; ``postgresql://`` -> ``postgresql+psycopg://`` (SQLAlchemy's
+    default PostgreSQL driver is psycopg2, which tilewise does not install)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    if "://" not in url:
+        raise ValueError(f"optuna storage {url!r} is not a database URL: use sqlite:///PATH or postgresql://...")
+    return url
+
+
+def default_study_name(strategy: str, space: Space, workload=None, target=None) -> str:
+    """``tilewise-<strategy>-<hash>`` of the workload, target and space: one study per problem."""
+    text = json.dumps([str(workload), target.key() if target is not None else None,
+                       {k: [repr(v) for v in vs] for k, vs in space.knobs.items()}], sort_keys=True)
+    return f"tilewise-{strategy}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
 def _usable(m: Measurement | None) -> bool:
     """An ok measurement with a positive, finite median (a result to tell as is)."""
     return m is not None and m.ok and 0 < m.median_s < math.inf
@@ -376,13 +441,13 @@ class OptunaSearch(_OptunaStrategy):
     no_result_penalty = (math.log(_NO_RESULT_LATENCY_S),)
 
     def __init__(self, space: Space, seed: int = 0, *, sampler: str = "tpe", workload=None, target=None,
-                 max_retries: int = 8, **context):
+                 max_retries: int = 8, storage: str | None = None, study_name: str | None = None, **context):
         if sampler not in _SAMPLERS:
             raise ValueError(f"unknown optuna sampler {sampler!r}: use one of {', '.join(_SAMPLERS)}")
         if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
             raise ImportError("sampler 'cmaes' needs the cmaes package (pip install cmaes)")
         self.sampler = sampler
-        super().__init__(space, seed, max_retries)
+        super().__init__(space, seed, max_retries, storage, study_name, workload, target)
 
     def _make_sampler(self, batch: int) -> optuna.samplers.BaseSampler:
         if self.sampler == "tpe":
@@ -407,12 +472,13 @@ class NSGA2Search(_OptunaStrategy):
     no_result_penalty = (math.log(_NO_RESULT_LATENCY_S), math.log10(UNKNOWN_REL_ERROR))
 
     def __init__(self, space: Space, seed: int = 0, *, population_size: int | None = None, workload=None,
-                 target=None, max_retries: int = 8, **context):
+                 target=None, max_retries: int = 8, storage: str | None = None, study_name: str | None = None,
+                 **context):
         if population_size is not None and int(population_size) < 2:
             raise ValueError(f"population_size must be at least 2, not {population_size!r}")
         self.population_size = None if population_size is None else int(population_size)
         self._results: dict[Schedule, Measurement] = {}
-        super().__init__(space, seed, max_retries)
+        super().__init__(space, seed, max_retries, storage, study_name, workload, target)
 
     def _make_sampler(self, batch: int) -> optuna.samplers.BaseSampler:
         size = self.population_size or min(24, max(8, batch))

@@ -5,16 +5,18 @@ import pytest
 from tilewise.datasets import open_store
 from tilewise.profiling.target import detect
 
-# Every RecordStore backend runs the contract suite: name -> (tmp_path -> location for open_store).
-# A PostgreSQL backend adds an entry here (skipping when no server is configured).
+# Every RecordStore backend runs the contract suite: name -> (request, tmp_path) -> location for
+# open_store.  PostgreSQL: a fresh database per test on the session's loopback server
+# (tests/conftest.py: postgres_server, started by the tests themselves).
 BACKENDS = {
-    "sqlite": lambda tmp_path: str(tmp_path / "records.db"),
+    "sqlite": lambda request, tmp_path: str(tmp_path / "records.db"),
+    "postgresql": lambda request, tmp_path: request.getfixturevalue("postgres_server").new_database(),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store_url(request, tmp_path):
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture

@@ -72,8 +72,8 @@ def test_open_store_urls(tmp_path, target):
         s.append([make_record(0, target=target)])
     with open_store(str(path)) as s:
         assert len(s) == 1
-    with pytest.raises(StoreError, match="PostgreSQL record stores are not supported yet"):
-        open_store("postgresql://user@host/db")
+    with pytest.raises(StoreError, match=r"cannot connect to the record store postgresql://user:\*\*\*@127.0.0.1:1/db"):
+        open_store("postgresql://user:secret@127.0.0.1:1/db")       # nothing listens on port 1
     with pytest.raises(StoreError, match="unknown record store URL scheme 'mysql'.*sqlite://"):
         open_store("mysql://host/db")
     with pytest.raises(StoreError, match="malformed SQLite URL"):
