@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from typing import Iterable, Iterator
 
 from tilewise.datasets.record import Record
+from tilewise.datasets.runs import TuningRun
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.target import Target
@@ -71,6 +72,16 @@ class RecordStore(ABC):
     def contains(self, workload: Workload, target: Target, schedule: Schedule) -> bool:
         return schedule.key() in self.keys(workload, target)
 
+    # -- tuning runs (optional: what the profile report draws curves and A/B bars from) ---------
+    def append_run(self, run: "TuningRun") -> bool:
+        """Keep one :class:`~tilewise.datasets.runs.TuningRun` (same atomicity as ``append``);
+        ``False`` when this backend does not keep runs (the default: reports then use records only)."""
+        return False
+
+    def runs(self) -> list["TuningRun"]:
+        """Every tuning run kept, in the order they were appended; ``[]`` when none or unsupported."""
+        return []
+
     def __iter__(self) -> Iterator[Record]:
         return self.iter()
 
@@ -81,10 +92,8 @@ class RecordStore(ABC):
         self.close()
 
 
-# scheme -> (module, class); schemes planned but not implemented map to the reason instead
+# scheme -> (module, class)
 _BACKENDS: dict[str, tuple[str, str]] = {}
-_NOT_YET = {"postgresql": "PostgreSQL record stores are not supported yet: use a SQLite file path",
-            "postgres": "PostgreSQL record stores are not supported yet: use a SQLite file path"}
 
 
 def default_location() -> str:
@@ -102,6 +111,8 @@ def register_backend(scheme: str, module: str, cls: str) -> None:
 
 
 register_backend("sqlite", "tilewise.datasets.sqlite_store", "SQLiteStore")
+register_backend("postgresql", "tilewise.datasets.postgres_store", "PostgresStore")
+register_backend("postgres", "tilewise.datasets.postgres_store", "PostgresStore")
 
 
 def open_store(url_or_path: str | os.PathLike, **options) -> RecordStore:
@@ -109,7 +120,8 @@ def open_store(url_or_path: str | os.PathLike, **options) -> RecordStore:
 
     * a plain path, or ``sqlite:///PATH`` (SQLAlchemy's spelling: ``sqlite:///rel/x.db`` is relative,
       ``sqlite:////abs/x.db`` absolute): the embedded SQLite store;
-    * ``postgresql://...``: not supported yet (:class:`StoreError`).
+    * ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME`` (or ``postgres://``): the shared
+      PostgreSQL store (postgres_store.py), for many writers on many machines.
     """
     text = os.fspath(url_or_path)
     scheme, sep, rest = text.partition("://")
@@ -121,10 +133,13 @@ def open_store(url_or_path: str | os.PathLike, **options) -> RecordStore:
         location = rest[1:]
     else:
         location = text
-    if scheme in _NOT_YET:
-        raise StoreError(_NOT_YET[scheme])
     if scheme not in _BACKENDS:
         supported = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
         raise StoreError(f"unknown record store URL scheme {scheme!r} in {text!r}: use a file path or {supported}")
     module, cls = _BACKENDS[scheme]
-    return getattr(importlib.import_module(module), cls)(location, **options)
+    try:
+        implementation = getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise StoreError(f"{scheme}:// record stores need the {e.name} package: pip install tilewise "
+                         "(it is a dependency)") from None
+    return implementation(location, **options)

@@ -23,9 +23,13 @@ Schema (version 1, in ``meta``)::
             created REAL,                             -- Record.timestamp (unix seconds)
             record TEXT)                              -- Record.to_json(): the source of truth
     INDEX records_lookup(workload_key, target_key, status, median_s)
+    tuning_runs(id INTEGER PRIMARY KEY,               -- one row per `tune` call (datasets/runs.py)
+                workload_key, target_key TEXT, created REAL, run TEXT)   -- TuningRun.to_json()
 
 The columns beside ``record`` are copies for SQL to filter and sort on; a new record schema
-changes the JSON, not the table.
+changes the JSON, not the table.  ``tuning_runs`` was added without a new store schema version: it
+is created on open when missing (stores written before it stay readable, and older tilewise
+versions ignore the table).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from typing import Iterable, Iterator
 
 from tilewise.datasets.base import RecordStore, StoreError
 from tilewise.datasets.record import Record, workload_key
+from tilewise.datasets.runs import TuningRun
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.measure import STATUSES
@@ -64,6 +69,10 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_lookup ON records (workload_key, target_key, status, median_s);
 """
+
+_RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS tuning_runs (
+    id INTEGER PRIMARY KEY, workload_key TEXT NOT NULL, target_key TEXT NOT NULL,
+    created REAL NOT NULL, run TEXT NOT NULL)"""
 
 # Connections inherited across fork are never closed by the child: closing one could checkpoint
 # or unlink the parent's WAL.  They are parked here for the life of the process instead.
@@ -173,6 +182,8 @@ class SQLiteStore(RecordStore):
         if found != str(STORE_SCHEMA_VERSION):
             raise StoreError(f"{self.path} is a record store of schema version {found}; this tilewise "
                              f"reads version {STORE_SCHEMA_VERSION} (a newer tilewise wrote it: upgrade)")
+        if "tuning_runs" not in tables:
+            conn.execute(_RUNS_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -206,6 +217,23 @@ class SQLiteStore(RecordStore):
                     conn.execute("ROLLBACK")
                 raise
         return added
+
+    def append_run(self, run: TuningRun) -> bool:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT INTO tuning_runs (workload_key, target_key, created, run) VALUES (?, ?, ?, ?)",
+                             (workload_key(run.workload), run.target.key(), run.finished, run.dumps()))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def runs(self) -> list[TuningRun]:
+        return [TuningRun.loads(text) for (text,) in self._rows("SELECT run FROM tuning_runs ORDER BY id")]
 
     # -- reads -----------------------------------------------------------------------------------
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 from tilewise.datasets.base import RecordStore
 from tilewise.datasets.record import Record
+from tilewise.datasets.runs import RunTiming, TrialEntry, TuningRun
 from tilewise.ir.compiler import compile
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
@@ -51,6 +52,9 @@ class TuneConfig:
     ab_runs_per_round: int = 3
     retune: bool = False                    # search even when the store holds a fitting record
     objectives: tuple[str, ...] = ("latency",)   # ("latency", "error"): multi-objective, Pareto front
+    #: extra options of the strategy, as (name, value) pairs: e.g. (("storage", "postgresql://..."),
+    #: ("study_name", "mm512")) for a shared optuna study
+    strategy_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self):
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
@@ -210,7 +214,9 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
     a LocalRunner, so a crashing or hanging candidate is a failed trial, not a crash), then the
     finalists A/B-timed in this process against the default schedule and the baseline.
 
-    ``store``: the tuning database (see the module docstring); trials are appended to it."""
+    ``store``: the tuning database (see the module docstring); trials are appended to it, each
+    under the target that measured it: a cluster runner (``RayRunner(..., require_target=target)``,
+    ``tilewise tune --cluster``) measures on the cluster's nodes of this target and says which."""
     t_start = time.perf_counter()
     if config.multi_objective and config.max_rel_error is None:
         config = dataclasses.replace(config, max_rel_error=config.error_budget(workload))
@@ -218,7 +224,8 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
     if config.max_rel_error is not None:
         precisions = tuple(p for p in workload.kind.precisions_for(workload))
     space = space_for(workload, target, SpaceOptions(config.max_threads, precisions))
-    strategy = strategy or create(config.strategy, space, seed=config.seed, workload=workload, target=target)
+    strategy = strategy or create(config.strategy, space, seed=config.seed, workload=workload, target=target,
+                                  **dict(config.strategy_options))
     problems: dict[str, Problem] = {}
 
     def problem(precision: str) -> Problem:
@@ -247,23 +254,54 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
         result.notes.append(f"tuned before: the store holds {len(prior)} verified schedules for this "
                             "workload and target; none searched (pass --retune to search again)")
     result.wall_time_s = time.perf_counter() - t_start
+    if store is not None:
+        store.append_run(run_log(result, time.time() - result.wall_time_s))
     return result
 
 
+def run_log(result: TuneResult, started: float) -> TuningRun:
+    """What the profile report needs of a run that its records do not say: the strategy, the
+    trial order, and the final A/B timings of the best, the default schedule and the baseline."""
+    def timing(t: Timing | None, name: str) -> RunTiming | None:
+        if t is None:
+            return None
+        return RunTiming(name, tuple(t.times_s), t.schedule.to_json() if t.schedule is not None else None,
+                         t.rel_error)
+    c = result.config
+    return TuningRun(
+        workload=result.workload, target=result.target, strategy=result.strategy, started=started,
+        finished=started + result.wall_time_s, searched=result.searched,
+        config={"trials": c.trials, "max_threads": c.max_threads, "max_rel_error": c.max_rel_error,
+                "objectives": list(c.objectives), "seed": c.seed, "prior_records": len(result.prior)},
+        trials=tuple(TrialEntry(t.schedule.key(), t.measurement.status,
+                                t.measurement.median_s if t.measurement.times_s else None,
+                                t.measurement.rel_error, t.schedule.get("precision"))
+                     for t in result.trials),
+        best=timing(result.best, "best"), default=timing(result.default, "default"),
+        reference=timing(result.reference, result.reference.name))
+
+
+def runner_config(config: TuneConfig) -> RunnerConfig:
+    """The runner settings of a tuning run (the default LocalRunner's, and each cluster node's)."""
+    return RunnerConfig(build_workers=1, repeats=config.repeats, min_time_s=config.min_time_s,
+                        max_rel_error=config.max_rel_error, seed=config.seed)
+
+
 def _search(workload, target, config, strategy, runner, store, on_trial) -> list[Trial]:
+    from tilewise.tuner.collect import measure
     trials: list[Trial] = []
     own_runner = runner is None
     if own_runner:
-        runner = LocalRunner(RunnerConfig(build_workers=1, repeats=config.repeats, min_time_s=config.min_time_s,
-                                          max_rel_error=config.max_rel_error, seed=config.seed))
+        runner = LocalRunner(runner_config(config))
     try:
         while len(trials) < config.trials:
             batch = strategy.propose(min(config.batch_size, config.trials - len(trials)))
             if not batch:
                 break
-            results = runner.run([Candidate(workload, s) for s in batch])
-            if store is not None:
-                store.append([Record(workload, target, s, m) for s, m in zip(batch, results)])
+            measured = measure(runner, [Candidate(workload, s) for s in batch], target)
+            results = [m for m, _ in measured]
+            if store is not None:     # under the target that measured each (a cluster node's)
+                store.append([Record(workload, t, s, m) for s, (m, t) in zip(batch, measured)])
             for s, m in zip(batch, results):
                 trial = Trial(s, m)
                 trials.append(trial)
