@@ -1,0 +1,260 @@
+"""The dynamo backend: ``torch.compile(model, backend="tilewise", options={...})``.
+
+Per graph dynamo hands over: trace it to aten ops (``make_fx``, under no_grad), find the fusion
+groups (``graph.py``), give each a kernel (schedule from the database / cost model / tuning,
+``kernels.py``), replace each group's nodes by one call of its runner (``runtime.py``), and return
+the rewritten aten GraphModule; every op outside a group runs in eager PyTorch.
+
+Never a wrong answer: a graph that needs autograd, has symbolic (dynamic) shapes, or fails to
+trace runs as dynamo gave it (eager), and an anchor whose dtype, attributes or kernel build are not
+supported stays an eager op -- each with one log line (logger ``tilewise.torch_backend``).
+
+Fusion decision: in ``"default"`` mode an anchor's elementwise consumers always join its group --
+they run in place on the kernel's fresh output, which saves an allocation and a pass over memory
+against eager and can never be slower than running them as separate ops.  In ``"max-autotune"``
+each group is timed against the same ops in eager PyTorch on the example inputs and the faster one
+runs (the choice is stored with the schedule in the compile cache).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+
+from tilewise.frontends.torch_backend import cache, kernels, profile
+from tilewise.frontends.torch_backend.graph import GroupSpec, VIEWS, find_groups, op_name
+from tilewise.frontends.torch_backend.options import BackendOptions
+from tilewise.frontends.torch_backend.runtime import GroupRunner
+
+log = logging.getLogger("tilewise.torch_backend")
+aten = torch.ops.aten
+_SHAPE_OPS = {"aten.view", "aten._unsafe_view", "aten.reshape", "aten.t", "aten.transpose", "aten.permute",
+              "aten.expand", "aten.clone", "aten.unsqueeze", "aten.squeeze", "aten.slice", "aten.select",
+              "aten.detach", "aten.alias", "getitem"}
+
+
+def backend(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None = None,
+            options: dict[str, Any] | None = None, **kw):
+    """Dynamo backend entry point (``torch_dynamo_backends`` entry point ``tilewise``)."""
+    opts = BackendOptions.parse(mode, {**(options or {}), **kw})
+    return compile_graph(gm, list(example_inputs), opts)
+
+
+def _why_not(gm: fx.GraphModule, example_inputs: list) -> str | None:
+    for x in example_inputs:
+        if not isinstance(x, torch.Tensor):
+            return f"dynamic shapes (a symbolic {type(x).__name__} input)"
+        if any(not isinstance(d, int) for d in x.shape):
+            return "dynamic shapes (symbolic tensor sizes)"
+    if torch.is_grad_enabled() and any(x.requires_grad for x in example_inputs):
+        return "training mode (autograd needs the backward pass; run under torch.no_grad() or inference_mode())"
+    return None
+
+
+def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions):
+    t0 = time.perf_counter()
+    graph_id = profile.next_graph_id(opts.trace)
+    reason = _why_not(gm, example_inputs)
+    ag = None
+    if reason is None:
+        try:
+            from torch.fx.experimental.proxy_tensor import make_fx
+            # fake tensors: the model does not run (no side effect such as a BatchNorm's running
+            # stats twice); outside dynamo's tracing context, so no symbolic sizes join its guards
+            with torch._guards.tracing(None), torch.no_grad():
+                ag = make_fx(gm, tracing_mode="fake")(*example_inputs)
+        except Exception as e:   # anything the tracer rejects runs as dynamo gave it
+            reason = f"tracing to aten ops failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    groups: list[GroupSpec] = []
+    if ag is not None:
+        placeholders = [n for n in ag.graph.nodes if n.op == "placeholder"]
+        params = {n for n, x in zip(placeholders, example_inputs) if isinstance(x, torch.nn.Parameter)}
+        groups, skipped = find_groups(ag.graph, params)
+        if not groups:
+            reason = "no anchor op (matmul, batch matmul, 2-D conv in float32) to compile" + (
+                f"; {_skipped_text(skipped)}" if skipped else "")
+    if reason is not None:
+        log.warning("tilewise: graph %d runs in eager PyTorch: %s", graph_id, reason)
+        profile.record_fallback(opts, gm, graph_id, reason, time.perf_counter() - t0)
+        return gm.forward
+    try:
+        plan_key = cache.plan_key(ag, example_inputs, opts)
+        plan = cache.load_plan(opts, plan_key)
+        decided = _build_groups(ag, groups, example_inputs, opts, plan)
+        _rewrite(ag, decided)
+        cache.save_plan(opts, plan_key, {g.name: d["plan"] for g, d in decided})
+    except Exception as e:     # a bug or an environment problem: the graph still runs, eagerly
+        reason = f"compiling failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        log.warning("tilewise: graph %d runs in eager PyTorch: %s", graph_id, reason)
+        profile.record_fallback(opts, gm, graph_id, reason, time.perf_counter() - t0)
+        return gm.forward
+    eager_ops = [op_name(n) for n in ag.graph.nodes if n.op == "call_function"
+                 and not getattr(n.target, "_tilewise_group", False) and op_name(n) not in _SHAPE_OPS]
+    kernels_n = sum(1 for _, d in decided if d["runner"] is not None)
+    fell = [f"{g.name} ({'+'.join(g.ops)}): {d['plan']['reason']}" for g, d in decided if d["runner"] is None]
+    summary = (f"tilewise: graph {graph_id}: {kernels_n} fused kernel(s); {len(eager_ops)} op(s) in eager "
+               f"PyTorch ({_counts(eager_ops) or 'none'})" + (f"; eager groups: {'; '.join(fell)}" if fell else "")
+               + (f"; {_skipped_text(skipped)}" if skipped else "") + (" [cached plan]" if plan else ""))
+    (log.warning if fell or skipped else log.info)(summary)
+    profile.record_graph(opts, ag, example_inputs, decided, graph_id, time.perf_counter() - t0, gm)
+    return ag
+
+
+def _skipped_text(skipped) -> str:
+    return "; ".join(f"{op_name(n)} stays eager: {why}" for n, why in skipped)
+
+
+def _counts(names: list[str]) -> str:
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in seen.items())
+
+
+def _out_shape(g: GroupSpec) -> tuple[int, ...]:
+    v = g.nodes[0].meta["val"]
+    return (v.shape[0], v.shape[2], v.shape[3], v.shape[1]) if g.anchor == "conv2d" else tuple(v.shape)
+
+
+def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOptions, plan: dict | None):
+    """[(group, {"runner": GroupRunner | None, "plan": json entry})] -- schedules chosen, kernels loaded."""
+    from tilewise.ir.workload import Workload
+    threads = opts.resolved_threads()
+    store = None
+    decided = []
+    try:
+        for g in groups:
+            entry = (plan or {}).get(g.name)
+            if entry is not None and entry.get("workload") != g.workload:
+                entry = None
+            if entry is None:
+                if store is None:
+                    store = kernels.open_db(opts.db)
+                entry = _decide(g, threads, opts, store)
+            runner = None
+            if entry.get("schedule") is not None and entry.get("use_kernel", True):
+                from tilewise.ir.schedule import Schedule
+                try:
+                    k = kernels.load_kernel(Workload.parse(g.workload), Schedule.from_json(entry["schedule"]),
+                                            opts.cache_dir())
+                    runner = GroupRunner(g.to_json(), k, _out_shape(g), reuse_output=not _escapes(g.nodes[-1]))
+                except Exception as e:
+                    entry = {**entry, "schedule": None, "reason": f"kernel build failed: {str(e)[:200]}"}
+            decided.append((g, {"runner": runner, "plan": entry}))
+    finally:
+        if store is not None:
+            store.close()
+    if opts.mode == "max-autotune" and plan is None:
+        decided = profile.choose_faster(ag, example_inputs, decided)
+    return decided
+
+
+def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> dict[str, Any]:
+    """The plan entry of a group: its schedule (and where it came from) or why it stays eager."""
+    from tilewise.ir.workload import Workload
+    try:
+        w = Workload.parse(g.workload)
+    except ValueError as e:
+        return {"workload": g.workload, "schedule": None, "reason": f"not a tilewise workload: {e}"}
+    s = kernels.database_schedule(store, w, threads, opts.max_rel_error)
+    source = "database"
+    if s is None and opts.mode == "max-autotune":
+        try:
+            s, source = kernels.tuned_schedule(w, threads, opts.trials, opts.max_rel_error, store), "tuned"
+        except Exception as e:   # tuning is an optimisation: its failure costs speed, not the compile
+            log.warning("tilewise: tuning %s failed (%s); using the cost model's schedule", w,
+                        " ".join(str(e).split())[:200])
+    candidates = [s] if s is not None else []
+    if s is None:
+        candidates, source = kernels.model_schedule(w, threads), "cost model"
+    errors = []
+    for s in candidates[:8]:
+        try:
+            kernels.load_kernel(w, s, opts.cache_dir())
+            return {"workload": g.workload, "schedule": s.to_json(), "source": source, "use_kernel": True,
+                    "reason": None}
+        except Exception as e:
+            errors.append(str(e)[:160])
+    return {"workload": g.workload, "schedule": None,
+            "reason": "no schedule built: " + ("; ".join(errors[:2]) or "no candidate")}
+
+
+def _rewrite(ag: fx.GraphModule, decided) -> None:
+    """Replace each kernel group's nodes by one call of its runner."""
+    g = ag.graph
+    has_conv = False
+    replaced: dict[fx.Node, fx.Node] = {}
+    for spec, d in decided:
+        runner = d["runner"]
+        if runner is None:
+            continue
+        has_conv |= spec.anchor == "conv2d"
+        last = spec.nodes[-1]
+
+        def call(*args, _runner=runner):
+            return _runner(*args)
+        call.__name__ = call.__qualname__ = f"tilewise_{spec.name}"
+        call._tilewise_group = True
+        with g.inserting_before(last):
+            new = g.call_function(call, tuple(replaced.get(i, i) for i in spec.inputs))
+        new.meta["val"] = last.meta.get("val")
+        replaced[last] = new
+        last.replace_all_uses_with(new)
+        for n in reversed(spec.nodes):
+            g.erase_node(n)
+    if has_conv:
+        # a conv group returns a (channels-last) permuted view: views of it must be reshapes
+        for n in g.nodes:
+            if n.op == "call_function" and n.target in VIEWS:
+                n.target = aten.reshape.default
+    out = next(n for n in g.nodes if n.op == "output")
+    new_args = []
+    for a in out.args[0]:
+        v = a.meta.get("val") if isinstance(a, fx.Node) else None
+        if isinstance(a, fx.Node) and isinstance(v, torch.Tensor) and v.is_contiguous() and _from_group(a):
+            with g.inserting_before(out):
+                a = g.call_method("contiguous", (a,))
+        new_args.append(a)
+    out.args = (type(out.args[0])(new_args),) if isinstance(out.args[0], (tuple, list)) else (new_args[0],)
+    g.eliminate_dead_code()
+    g.lint()
+    ag.recompile()
+
+
+def _from_group(n: fx.Node) -> bool:
+    """Whether ``n``'s layout may differ from eager's (produced by a kernel group, maybe via views)."""
+    while n.op == "call_function":
+        if getattr(n.target, "_tilewise_group", False):
+            return True
+        if n.target in VIEWS or n.target in (aten.t.default, aten.permute.default, aten.transpose.int):
+            n = n.args[0]
+            continue
+        return False
+    return False
+
+
+def _escapes(n: fx.Node) -> bool:
+    """Whether ``n``'s value (or a view/alias of it) may reach the graph's outputs."""
+    todo, seen = [n], set()
+    while todo:
+        cur = todo.pop()
+        if cur in seen:
+            continue
+        seen.add(cur)
+        for u in cur.users:
+            if u.op == "output":
+                return True
+            if u.op != "call_function":
+                return True
+            schema = getattr(u.target, "_schema", None)
+            if schema is None:
+                if u.target.__name__ == "getitem":
+                    todo.append(u)
+                    continue
+                return True     # an unknown callable may return an alias
+            if any(r.alias_info is not None for r in schema.returns):
+                todo.append(u)  # views and in-place ops return (part of) their input
+    return False

@@ -1,0 +1,158 @@
+"""Schedules and compiled kernels for the anchors of fusion groups.
+
+``choose_schedule``: the tuning database's best verified record for the workload on this target
+(``threads`` or fewer), else -- in ``"default"`` mode -- the cost model's best prediction among a
+candidate set (the space sampled plus the known-good packing recipe of MLIR_NOTES), else -- in
+``"max-autotune"`` -- :func:`tilewise.tuner.tune.tune` with the ``model`` strategy, which measures
+and records into the database.
+
+``load_kernel``: a shared library per (workload, schedule, target), built once with
+:func:`tilewise.ir.compiler.compile_to_shared_library` into the compile cache and loaded with
+ctypes; a second process finds the library and skips MLIR entirely.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+
+import numpy as np
+
+from tilewise.ir.schedule import Schedule
+from tilewise.ir.workload import Workload
+
+log = logging.getLogger("tilewise.torch_backend")
+_LOCK = threading.Lock()
+
+# Kernels run on libiomp5's threads, eager ops between them on torch's own pool: with the default
+# 200 ms spin after each parallel region the two pools fight over the cores (2-5x slower end to
+# end on 2 cores).  Idle kernel threads sleep at once instead; read when libiomp5 initialises.
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def target():
+    from tilewise.profiling.target import detect
+    return detect()
+
+
+def open_db(db: str | None):
+    from tilewise.datasets.base import default_location, open_store
+    location = db or default_location()
+    if "://" not in location:
+        os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
+    return open_store(location)
+
+
+def database_schedule(store, w: Workload, threads: int, max_rel_error: float | None) -> Schedule | None:
+    """The best verified schedule the store holds for ``w`` on this target, within the budget."""
+    bound = max_rel_error if max_rel_error is not None else w.kind.tolerance(w, w.dtype)
+    for r in store.query(w, target()):
+        if int(r.schedule.get("threads", 1)) > threads:
+            continue
+        if r.measurement.rel_error is not None and r.measurement.rel_error > bound:
+            continue
+        return r.schedule
+    return None
+
+
+def recipe_schedules(w: Workload, threads: int) -> list[Schedule]:
+    """Hand schedules known to be good on CPUs (MLIR_NOTES: B-panel packing, 6x16 / 4x16 register
+    tiles, threads over n); they join the cost model's candidates and guard against an empty space."""
+    dims = w.loop_dims
+    out = []
+    if w.op in ("matmul", "batch_matmul"):
+        m, n, k = dims["m"], dims["n"], dims["k"]
+        lanes = target().simd_lanes(w.dtype)
+        pdim = "b" if "b" in dims and dims["b"] >= threads > 1 else "n"
+        for mr, nr in ((6, 2 * lanes), (4, 2 * lanes), (4, lanes)):
+            nr = min(nr, n)
+            kc = min(k, 512)
+            base = dict(reg_tile=(min(mr, m), nr), vectorize=True, unroll=1, threads=threads,
+                        parallel_dim=pdim, precision=w.dtype, interchange=(0, 1, 2))
+            if n % nr == 0 and n >= nr:
+                out.append(Schedule(tile=(0, nr, kc), promote=True, **base))
+            out.append(Schedule(tile=(0, min(64, n) // nr * nr or nr, 0), promote=False, **base))
+    else:
+        out.append(w.kind.default_schedule(w, target()).replace(threads=threads))
+    legal = []
+    for s in out:
+        try:
+            w.kind.validate(w, s)
+            legal.append(s)
+        except ValueError:
+            continue
+    return legal
+
+
+def model_schedule(w: Workload, threads: int, n_samples: int = 256, seed: int = 0) -> list[Schedule]:
+    """Candidates ranked by the cost model's predicted latency (best first), nothing measured."""
+    from tilewise.profiling.base import Candidate
+    from tilewise.tuner.space import SpaceOptions, space_for
+    cands = recipe_schedules(w, threads)
+    try:
+        space = space_for(w, target(), SpaceOptions(max_threads=threads))
+        rng = np.random.default_rng(seed)
+        seen = set(cands)
+        for _ in range(n_samples):
+            s = space.sample(rng)
+            if int(s.get("threads", 1)) == threads and s not in seen:
+                seen.add(s)
+                cands.append(s)
+    except (ValueError, RuntimeError) as e:
+        log.info("tilewise: no search space for %s (%s); using the recipe schedules", w, e)
+    if len(cands) <= 1:
+        return cands
+    model, _, _ = _cost_model()
+    if getattr(model, "fitted", True) is False:
+        return cands
+    pred = model.predict([Candidate(w, s) for s in cands], target())
+    return [cands[i] for i in np.argsort(pred, kind="stable")]
+
+
+@functools.lru_cache(maxsize=1)
+def _cost_model():
+    from tilewise.tuner.model_search import resolve_model
+    return resolve_model(None, target())
+
+
+def tuned_schedule(w: Workload, threads: int, trials: int, max_rel_error: float | None, store) -> Schedule | None:
+    """max-autotune: measure ``trials`` schedules (model-guided), recorded into ``store``."""
+    from tilewise.tuner.tune import TuneConfig, tune
+    config = TuneConfig(trials=trials, strategy="model", max_threads=threads, max_rel_error=max_rel_error,
+                        top_k=2, ab_rounds=3)
+    result = tune(w, target(), config, store=store)
+    return result.best.schedule if result.best is not None else None
+
+
+# --- the compile cache of kernel libraries ----------------------------------------------------
+def kernel_key(w: Workload, s: Schedule) -> str:
+    from tilewise import __version__ as tw_version
+    text = "\n".join([w.key(), s.dumps(), target().key(), str(tw_version)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_kernel(w: Workload, s: Schedule, cache_dir: str | None):
+    """A callable kernel for ``w`` under ``s`` (a LibraryKernel, or a JIT Kernel without a cache).
+
+    Raises ScheduleError / CompileError when the schedule does not build."""
+    from tilewise.ir.compiler import LibraryKernel, compile, compile_to_shared_library
+    if cache_dir is None:
+        return compile(w, s)
+    folder = os.path.join(cache_dir, "kernels")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, kernel_key(w, s) + ".so")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
+        os.close(fd)
+        try:
+            with _LOCK:
+                compile_to_shared_library(w, s, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return LibraryKernel(path, w.kind.args(w, s.get("precision", w.dtype)))

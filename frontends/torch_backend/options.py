@@ -1,0 +1,76 @@
+"""The backend's options: ``torch.compile(model, backend="tilewise", options={...})``.
+
+``mode``           ``"default"``: each kernel's schedule comes from the tuning database, else the
+                   cost model's best prediction; nothing is measured at compile time.
+                   ``"max-autotune"``: each kernel is tuned (measured; the trials are recorded in
+                   the database) and each fusion group is timed against eager PyTorch, the faster
+                   one runs.
+``db``             tuning database (path or URL); default ``datasets.base.default_location()``
+``threads``        threads per kernel; default ``torch.get_num_threads()``
+``max_rel_error``  error budget of a kernel vs float64 (default: the op's f32 tolerance, 1e-4)
+``trials``         schedules measured per kernel in max-autotune (default 16)
+``trace``          write a :class:`~tilewise.profiling.model_trace.ModelTrace` here
+``profile``        time every group and eager op once at compile time, for the trace
+``cache``          compile cache folder; default ``~/.cache/tilewise/torch_backend``; ``False``: off
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+MODES = ("default", "max-autotune")
+
+
+class OptionsError(ValueError):
+    """An option the backend does not know, or a value it cannot use."""
+
+
+def default_cache_dir() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "tilewise", "torch_backend")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    mode: str = "default"
+    db: str | None = None
+    threads: int | None = None
+    max_rel_error: float | None = None
+    trials: int = 16
+    trace: str | None = None
+    profile: bool = False
+    cache: str | None = None          # None: the default folder; "" : no cache
+
+    @classmethod
+    def parse(cls, mode: str | None, options: Mapping[str, Any] | None) -> "BackendOptions":
+        opts = dict(options or {})
+        if mode is not None and "mode" not in opts:
+            opts["mode"] = mode
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise OptionsError(f"tilewise backend: unknown option {unknown[0]!r}; known options are "
+                               f"{', '.join(sorted(known))}")
+        if opts.get("mode") is None:
+            opts["mode"] = "default"
+        if opts["mode"] not in MODES:
+            raise OptionsError(f"tilewise backend: mode {opts['mode']!r} is not supported: use one of "
+                               f"{', '.join(MODES)}")
+        if opts.get("cache") is False:
+            opts["cache"] = ""
+        threads = opts.get("threads")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise OptionsError(f"tilewise backend: threads={threads!r}: must be an integer >= 1")
+        return cls(**opts)
+
+    def resolved_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        import torch
+        return max(1, torch.get_num_threads())
+
+    def cache_dir(self) -> str | None:
+        if self.cache == "":
+            return None
+        return self.cache or default_cache_dir()

@@ -1,0 +1,137 @@
+"""Running a fusion group on torch tensors.
+
+The kernel is called through its C interface with memref descriptors built straight from the
+tensors' data pointers: no copy when an operand is already contiguous in the layout the kernel
+reads (a row-major activation, an NHWC activation that a previous conv group produced).
+
+Weights are *graph arguments* (dynamo lifts parameters to placeholders) but are re-laid out once,
+like constants: an ``nn.Linear`` weight [N, K] is stored transposed [K, N] for the tuned matmul
+(B-panel packing reads B row-major), a conv filter [F, C, KH, KW] as HWCF.  The packed copy is
+reused while the parameter keeps its storage and version counter (in-place updates under
+``no_grad`` and ``param.copy_`` bump it), so weight updates are seen without a recompile, and the
+kernels are keyed by shapes only -- weights never enter the compile cache, so compile time does not
+depend on the weights' values and a model with new weights hits the cache.
+
+The epilogue runs in place on the kernel's output buffer, in the logical layout of the graph
+value (NCHW for a conv: a permuted view of the NHWC buffer).  A group whose value cannot escape a
+call of the graph (no alias of it reaches the graph's outputs) writes into one buffer allocated at
+compile time, so a compiled graph is not re-entrant across threads (as for CUDA graphs).
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Sequence
+
+import torch
+
+from tilewise.ir.compiler import _descriptor_type
+
+aten = torch.ops.aten
+
+_UNARY_INPLACE = {"relu": aten.relu_.default, "silu": aten.silu_.default, "sigmoid": aten.sigmoid_.default,
+                  "tanh": aten.tanh_.default}
+
+
+def _descriptor(t: torch.Tensor):
+    d = _descriptor_type(t.dim())()
+    d.allocated = d.aligned = t.data_ptr()
+    d.offset = 0
+    if t.dim():
+        d.sizes[:] = list(t.shape)
+        d.strides[:] = list(t.stride())
+    return d
+
+
+class _Packed:
+    """A parameter re-laid out once, refreshed when the parameter changes."""
+
+    def __init__(self, fn):
+        self.fn, self.key, self.value = fn, None, None
+
+    def get(self, p: torch.Tensor) -> torch.Tensor:
+        try:
+            version = p._version
+        except RuntimeError:     # an inference tensor has no version counter and cannot change
+            version = -1
+        key = (p.data_ptr(), version, tuple(p.shape))
+        if key != self.key:
+            with torch.no_grad():
+                self.value = self.fn(p.detach()).contiguous()
+            self.key = key
+        return self.value
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _hwcf(w: torch.Tensor) -> torch.Tensor:
+    return w.permute(2, 3, 1, 0)
+
+
+class GroupRunner:
+    """Callable: the group's external inputs in, the group's output value out."""
+
+    def __init__(self, spec: dict[str, Any], kernel, out_shape: Sequence[int], reuse_output: bool = False):
+        self.spec, self.kernel = spec, kernel
+        #: the output never outlives a call of the graph (no alias reaches the graph's outputs): one
+        #: buffer serves every call -- no allocation, no page faults on a fresh mapping per call
+        self._buffer = torch.empty(tuple(out_shape), dtype=torch.float32) if reuse_output else None
+        self.anchor = spec["anchor"]
+        self.out_shape = tuple(out_shape)    # the kernel's output buffer (NHWC for a conv)
+        self._fn = kernel._fn
+        self._packed: dict[str, _Packed] = {}
+        for name, src in spec["operands"].items():
+            if src["layout"] == "param_t":
+                self._packed[name] = _Packed(lambda p: p.t())
+            elif src["layout"] == "param_hwcf":
+                self._packed[name] = _Packed(_hwcf)
+
+    def _operand(self, name: str, inputs) -> torch.Tensor:
+        src = self.spec["operands"][name]
+        x = inputs[src["input"]]
+        layout = src["layout"]
+        if name in self._packed:
+            return self._packed[name].get(x)
+        if layout == "nhwc":
+            return _nhwc(x)
+        if layout == "hwcf":
+            return _hwcf(x).contiguous()
+        return x.contiguous()
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.anchor == "conv2d":
+            a, b = self._operand("x", inputs), self._operand("w", inputs)
+        else:
+            a, b = self._operand("a", inputs), self._operand("b", inputs)
+        out = self._buffer if self._buffer is not None else torch.empty(self.out_shape, dtype=torch.float32)
+        descs = [_descriptor(a), _descriptor(b), _descriptor(out)]
+        self._fn(*[ctypes.addressof(d) for d in descs])
+        y = out.permute(0, 3, 1, 2) if self.anchor == "conv2d" else out
+        return self._epilogue(y, inputs)
+
+    def _epilogue(self, y: torch.Tensor, inputs) -> torch.Tensor:
+        for step in self.spec["epilogue"]:
+            op = step["op"]
+            if op == "bias":
+                bias = inputs[step["input"]]
+                y.add_(bias.view(-1, 1, 1) if self.anchor == "conv2d" else bias)
+            elif op == "view":
+                y = y.reshape(step["shape"])
+            elif op == "unary":
+                if step["name"] == "gelu":
+                    aten.gelu_.default(y, approximate=step.get("approximate", "none"))
+                else:
+                    _UNARY_INPLACE[step["name"]](y)
+            else:
+                other = inputs[step["input"]] if "input" in step else step["scalar"]
+                name, alpha = step["name"], step.get("alpha", 1)
+                if name == "add":
+                    y.add_(other, alpha=alpha) if alpha != 1 else y.add_(other)
+                elif name == "sub":
+                    y.sub_(other, alpha=alpha) if alpha != 1 else y.sub_(other)
+                elif name == "mul":
+                    y.mul_(other)
+                else:
+                    y.div_(other)
+        return y
