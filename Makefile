@@ -18,10 +18,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make demo: install, then tune a real workload and print the result table
+## make demo: install, tune a real workload, print the result table, then write the profile report
+## of that run (HTML; its path is printed last).  The demo's tuning database is its own, fresh each
+## time, under build/ (gitignored, removed by `make clean`): the report shows what this demo tuned,
+## not whatever the default database (~/.cache/tilewise/records.db) holds.
+DEMO_DB     ?= build/demo/records.db
+DEMO_REPORT ?= build/demo/report.html
 demo: $(STAMP)
 	$(VENV)/bin/tilewise info
-	$(VENV)/bin/tilewise tune matmul:512x512x512:f32 --trials 24 --threads 1
+	@mkdir -p $(dir $(DEMO_DB)) && rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	$(VENV)/bin/tilewise tune matmul:512x512x512:f32 --trials 24 --threads 1 --db $(DEMO_DB)
+	$(VENV)/bin/tilewise report --db $(DEMO_DB) --out $(DEMO_REPORT)
 
 ## make sysdeps: install the Debian packages above when one is missing (needs root or sudo)
 sysdeps:

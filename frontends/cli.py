@@ -15,7 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="tilewise: learned cost models and autotuning for ML kernels on MLIR.")
+                  help="tilewise: learned cost models and autotuning for ML kernels on MLIR.",
+                  epilog="Start with: tilewise info; tilewise tune matmul:512x512x512:f32 --trials 24 --db my.db; "
+                         "tilewise report --db my.db --out report.html.  Every command takes --json; "
+                         "'tilewise COMMAND --help' shows its examples.")
 out = Console()
 err = Console(stderr=True)
 
@@ -25,6 +28,20 @@ EXIT_BAD_INPUT = 2
 def fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _spinner(message: str):
+    """A spinner on stderr for a step that takes more than a second (stdout stays clean for --json;
+    rich draws nothing when stderr is not a terminal, e.g. in CI logs)."""
+    return err.status(message, spinner="dots")
+
+
+def _existing_store(db: str, hint: str) -> str:
+    """``db`` when it names a store that exists (or a server URL); else one actionable error line."""
+    import os
+    if "://" not in db and db != "embedded" and not os.path.exists(db):
+        fail(f"no record store at {db}: {hint}")
+    return db
 
 
 def _workloads(spec: str):
@@ -40,7 +57,14 @@ def _workloads(spec: str):
 
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="print the target as JSON")):
-    """Print the detected target (CPU model, ISA, cores, caches) and its key."""
+    """Print the detected target (CPU model, ISA, cores, caches) and its key.
+
+    Examples:
+
+      tilewise info
+
+      tilewise info --json
+    """
     from tilewise.profiling.target import detect, detect_cuda
     t = detect()
     gpu = detect_cuda() if _torch_sees_gpu() else None
@@ -70,6 +94,21 @@ def _torch_sees_gpu() -> bool:
     return os.path.exists("/proc/driver/nvidia/version") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
+def _target_kind(kind: str) -> str:
+    if kind not in ("cpu", "cuda"):
+        fail(f"--target {kind!r}: use cpu or cuda")
+    return kind
+
+
+def _cuda_target():
+    """The GPU torch sees (peaks measured once and cached), or one error line and exit 2."""
+    from tilewise.profiling.cuda_target import CudaUnavailable, require_cuda_target
+    try:
+        return require_cuda_target()
+    except CudaUnavailable as e:
+        fail(str(e))
+
+
 def _open_db(db: Optional[str], no_db: bool = False):
     """The record store a command reads and writes: ``--db``, else the default tuning database."""
     import os
@@ -83,6 +122,33 @@ def _open_db(db: Optional[str], no_db: bool = False):
         return open_store(location)
     except StoreError as e:
         fail(str(e))
+
+
+def _cluster_runner(cluster: str, config, require_target=None):
+    """A RayRunner on the cluster at ``cluster`` (ray://HOST:PORT, HOST:PORT or auto)."""
+    from tilewise.profiling.ray_runner import ClusterError, RayRunner
+    try:
+        runner = RayRunner(cluster, config, require_target=require_target)
+        if not runner.nodes():
+            why = "; ".join(f"node {k[:8]}: {v}" for k, v in runner.excluded().items())
+            runner.close()
+            fail(f"no node of the Ray cluster at {cluster} takes work" + (f" ({why})" if why else ""))
+        return runner
+    except ClusterError as e:
+        fail(str(e))
+
+
+def _study_options(strategy: str, storage: Optional[str], study_name: Optional[str]) -> tuple:
+    """(name, value) options of a shared optuna study (--study-storage, --study-name)."""
+    if storage is None and study_name is None:
+        return ()
+    if strategy not in ("optuna", "nsga2"):
+        fail(f"--study-storage/--study-name need --strategy optuna or nsga2, not {strategy}")
+    if storage is None:
+        fail("--study-name needs --study-storage (sqlite:///PATH or postgresql://...)")
+    if "://" not in storage:
+        fail(f"--study-storage {storage!r} is not a database URL: use sqlite:///PATH or postgresql://...")
+    return (("storage", storage),) + ((("study_name", study_name),) if study_name else ())
 
 
 @app.command()
@@ -103,6 +169,13 @@ def tune(
     no_db: bool = typer.Option(False, "--no-db", help="neither read nor write a tuning database"),
     retune: bool = typer.Option(False, "--retune", help="search even if the database holds a schedule"),
     seed: int = typer.Option(0, "--seed"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="measure on the nodes of this machine's target "
+                                          "in a Ray cluster: ray://HOST:PORT, HOST:PORT or auto"),
+    study_storage: Optional[str] = typer.Option(None, "--study-storage", help="optuna/nsga2: share the study "
+                                                "through this database (sqlite:///PATH or postgresql://...)"),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="name of the shared study (default: "
+                                             "derived from the workload, target and space)"),
+    target_kind: str = typer.Option("cpu", "--target", help="cpu, or cuda: Triton kernels on the GPU torch sees"),
     as_json: bool = typer.Option(False, "--json", help="print the result object as JSON"),
 ):
     """Tune a workload: measure TRIALS schedules, re-measure the best side by side with the default
@@ -132,18 +205,35 @@ def tune(
         fail(f"unknown strategy {strategy!r}: use one of {', '.join(available())}")
     if max_rel_error is not None and not max_rel_error > 0:
         fail("--max-rel-error must be a positive number")
-    target = detect()
-    if threads > target.cores:
+    if _target_kind(target_kind) == "cuda":
+        from tilewise.tuner.gpu_tune import tune_gpu as run_tune  # noqa: F811  (Triton on the GPU)
+        target = _cuda_target()
+    else:
+        target = detect()
+    if target.kind == "cpu" and threads > target.cores:
         fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
+    if cluster is not None and target.kind != "cpu":
+        fail("--cluster measures CPU kernels; drop --target cuda or --cluster")
+    options = _study_options(strategy, study_storage, study_name)
     wls = _workloads(workload)
     store = _open_db(db, no_db)
     results = []
+    runner = None
+    from tilewise.profiling.ray_runner import ClusterError
+    from tilewise.tuner.tune import runner_config
     try:
         for w in wls:
             config = TuneConfig(trials=trials, strategy=strategy, max_threads=threads,
-                                max_rel_error=max_rel_error, seed=seed, retune=retune, objectives=goals)
-            results.append(_tune_one(w, target, config, run_tune, store, quiet=as_json))
+                                max_rel_error=max_rel_error, seed=seed, retune=retune, objectives=goals,
+                                strategy_options=options)
+            if cluster is not None and runner is None:
+                runner = _cluster_runner(cluster, runner_config(config), require_target=target)
+            results.append(_tune_one(w, target, config, run_tune, store, quiet=as_json, runner=runner))
+    except ClusterError as e:
+        fail(str(e))
     finally:
+        if runner is not None:
+            runner.close()
         if store is not None:
             store.close()
     if as_json:
@@ -156,7 +246,7 @@ def tune(
         raise typer.Exit(1)
 
 
-def _tune_one(w, target, config, run_tune, store, quiet: bool):
+def _tune_one(w, target, config, run_tune, store, quiet: bool, runner=None):
     columns = [TextColumn(f"[bold]{w}[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[best]}"), TextColumn("failed {task.fields[failed]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
@@ -172,7 +262,8 @@ def _tune_one(w, target, config, run_tune, store, quiet: bool):
             best = f"best {w.flops / state['best'] / 1e9:.1f} GFLOP/s" if state["best"] else ""
             progress.update(task, advance=1, best=best, failed=state["failed"])
 
-        return run_tune(w, target, config, store=store, on_trial=on_trial)
+        cluster = {"runner": runner} if runner is not None else {}
+        return run_tune(w, target, config, store=store, on_trial=on_trial, **cluster)
 
 
 def _print_result(r) -> None:
@@ -317,7 +408,8 @@ def measure(
         w.kind.validate(w, s)
     except ScheduleError as e:
         fail(f"illegal schedule for {w}: {e}")
-    m = run_measure(w, s, max_rel_error=max_rel_error)
+    with _spinner(f"measuring {w}: compile, check against float64, time"):
+        m = run_measure(w, s, max_rel_error=max_rel_error)
     if as_json:
         print(json.dumps({"workload": str(w), "schedule": s.to_json(), "measurement": m.to_json(),
                           "gflops": w.flops / m.median_s / 1e9 if m.ok else None}, indent=2))
@@ -335,11 +427,14 @@ def collect(
     workloads: str = typer.Option(..., "--workloads", "-w",
                                   help="workload strings and/or suite:NAME, comma- or space-separated"),
     samples: int = typer.Option(50, "--samples", "-n", min=1, help="schedules per workload"),
-    db: str = typer.Option("tilewise.db", "--db", help="record store (SQLite path)"),
+    db: str = typer.Option("tilewise.db", "--db", help="record store: SQLite path or postgresql://USER@HOST/DB"),
     strategy: str = typer.Option("random", "--strategy", help="random | lhs (Latin hypercube)"),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="most threads a schedule may use"),
-    build_workers: int = typer.Option(1, "--build-workers", min=1, help="compile processes"),
+    build_workers: int = typer.Option(1, "--build-workers", min=1, help="compile processes (per node)"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="measure on every node of a Ray cluster: "
+                                          "ray://HOST:PORT, HOST:PORT or auto; records carry each node's target"),
     seed: int = typer.Option(0, "--seed"),
+    target_kind: str = typer.Option("cpu", "--target", help="cpu, or cuda: Triton kernels on the GPU torch sees"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Measure SAMPLES schedules per workload into a record store; resumes where it stopped.
@@ -365,26 +460,42 @@ def collect(
         fail(f"{e} (suites: {', '.join(sorted(SUITES))})")
     if not wls:
         fail("--workloads names no workload")
-    target = detect()
-    if threads > target.cores:
-        fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
+    if _target_kind(target_kind) == "cuda":
+        if cluster:
+            fail("--cluster measures CPU kernels; drop --target cuda or --cluster")
+        from tilewise.profiling.gpu_runner import GpuRunner, GpuRunnerConfig
+        target = _cuda_target()
+        runner = GpuRunner(GpuRunnerConfig(compile_workers=build_workers))
+    else:
+        target = detect()
+        if threads > target.cores:
+            fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
+        runner = (_cluster_runner(cluster, RunnerConfig(build_workers=build_workers)) if cluster
+                  else LocalRunner(RunnerConfig(build_workers=build_workers)))
     store = _open_db(db)
     config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed)
     columns = [TextColumn("{task.fields[workload]}"), BarColumn(bar_width=16), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failed]}"), TextColumn("skipped {task.fields[skipped]}"),
                TextColumn("ETA"), TimeRemainingColumn()]
-    with store, LocalRunner(RunnerConfig(build_workers=build_workers)) as runner, \
-            Progress(*columns, console=err, disable=as_json) as progress:
+    with store, runner, Progress(*columns, console=err, disable=as_json) as progress:
         task = progress.add_task("collect", total=samples * len(wls), workload="", failed=0, skipped=0)
 
         def on_progress(p):
             progress.update(task, completed=p.done, total=p.total, workload=p.workload[:28],
                             failed=p.failed, skipped=p.skipped)
-        result = run_collect(wls, target, store, runner, config, on_progress=on_progress)
+        from tilewise.profiling.ray_runner import ClusterError
+        try:
+            result = run_collect(wls, target, store, runner, config, on_progress=on_progress)
+        except ClusterError as e:
+            fail(str(e))
         stored = len(store)
+    db = getattr(store, "path", db)           # a database URL without its password
     summary = {"db": db, "workloads": len(wls), "measured": result.done - result.skipped,
                "skipped": result.skipped, "failed": result.failed, "by_status": result.by_status,
                "records_in_store": stored}
+    if cluster:
+        summary["cluster"] = {"address": cluster, "nodes": {k: n for k, n in runner.measured_by.items()},
+                              "requeued": runner.requeued}
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -401,6 +512,7 @@ def dataset_export(
     db: str = typer.Option("tilewise.db", "--db", help="record store to read"),
     out_path: str = typer.Option(..., "--out", "-o", help="file to write"),
     fmt: str = typer.Option("parquet", "--format", help="parquet"),
+    as_json: bool = typer.Option(False, "--json", help='print {"db", "out", "records"} as JSON'),
 ):
     """Export every record of a store (e.g. for pandas: pd.read_parquet(PATH)).
 
@@ -410,28 +522,42 @@ def dataset_export(
     from tilewise.datasets.parquet import export_parquet
     if fmt != "parquet":
         fail(f"unknown format {fmt!r}: use parquet")
+    _existing_store(db, "pass the store to export with --db PATH (written by tilewise collect or tune)")
     try:
-        with open_store(db) as store:
+        with open_store(db) as store, _spinner(f"exporting {db}"):
             n = export_parquet(store, out_path)
-    except StoreError as e:
+    except (StoreError, OSError) as e:
         fail(str(e))
-    out.print(f"wrote {n} records to {out_path}")
+    if as_json:
+        print(json.dumps({"db": db, "out": out_path, "records": n}, indent=2))
+    else:
+        out.print(f"wrote {n} records to {out_path}")
 
 
 @dataset_app.command("import")
 def dataset_import(
     in_path: str = typer.Argument(..., help="Parquet file written by 'tilewise dataset export'"),
     db: str = typer.Option("tilewise.db", "--db", help="record store to append to"),
+    as_json: bool = typer.Option(False, "--json", help='print {"db", "in", "imported"} as JSON'),
 ):
-    """Append the records of a Parquet export to a store (duplicates are skipped)."""
+    """Append the records of a Parquet export to a store (duplicates are skipped).
+
+    Example: tilewise dataset import bert.parquet --db mine.db
+    """
+    import os
     from tilewise.datasets.base import StoreError, open_store
     from tilewise.datasets.parquet import import_parquet
+    if not os.path.exists(in_path):
+        fail(f"no file {in_path}: write one with tilewise dataset export --db STORE --out {in_path}")
     try:
-        with open_store(db) as store:
+        with open_store(db) as store, _spinner(f"importing {in_path}"):
             n = import_parquet(in_path, store)
     except (StoreError, OSError, ValueError) as e:
         fail(str(e))
-    out.print(f"imported {n} new records into {db}")
+    if as_json:
+        print(json.dumps({"db": db, "in": in_path, "imported": n}, indent=2))
+    else:
+        out.print(f"imported {n} new records into {db}")
 
 
 @app.command()
@@ -443,6 +569,8 @@ def train(
     split: str = typer.Option("workload", "--split", help="hold out by workload (default) or target"),
     test_fraction: float = typer.Option(0.2, "--test-fraction"),
     seed: int = typer.Option(0, "--seed"),
+    target_kind: str = typer.Option("cpu", "--target", help="cpu, or cuda: train on the store's GPU "
+                                    "records (gpu_analytic features; needs no GPU)"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Train a cost model; print its metrics on held-out workloads next to the roofline baseline.
@@ -450,9 +578,14 @@ def train(
     Example: tilewise train --db bert.db --model xgb --features analytic,target --out bert.xgb
     """
     from tilewise.costmodel.cli_commands import train_command
+    if _target_kind(target_kind) == "cuda":
+        from tilewise.costmodel.gpu_commands import train_cuda_command as train_command  # noqa: F811
+    _existing_store(db, "collect a dataset first (tilewise collect --workloads suite:small --db PATH) "
+                        "or use --db embedded")
     try:
-        rep, table = train_command(db, model=model, out=out, features=features, split=split,
-                                   test_fraction=test_fraction, seed=seed)
+        with _spinner(f"training {model} on {db}"):
+            rep, table = train_command(db, model=model, out=out, features=features, split=split,
+                                       test_fraction=test_fraction, seed=seed)
     except ValueError as e:
         fail(str(e))
     _print_report(rep, table, as_json)
@@ -472,8 +605,10 @@ def eval_(
     """
     from tilewise.costmodel.cli_commands import eval_command
     from tilewise.costmodel.embedded import EMBEDDED_MODEL
+    _existing_store(db, "pass a store of measurements (tilewise collect ... --db PATH) or --db embedded")
     try:
-        rep, table = eval_command(model or str(EMBEDDED_MODEL), db, include_seen=include_seen)
+        with _spinner(f"scoring {model or 'the embedded model'} on {db}"):
+            rep, table = eval_command(model or str(EMBEDDED_MODEL), db, include_seen=include_seen)
     except ValueError as e:
         fail(str(e))
     _print_report(rep, table, as_json)
@@ -484,6 +619,74 @@ def _print_report(rep: dict, table, as_json: bool) -> None:
         print(json.dumps(rep, indent=2, default=float))
     else:
         out.print(table)
+
+
+@app.command()
+def report(
+    db: Optional[str] = typer.Option(None, "--db", help="record store to report on; default $TILEWISE_DB or "
+                                     "~/.cache/tilewise/records.db"),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="file to write (default: "
+                                           "tilewise-report.html; with --format md: print to stdout)"),
+    fmt: str = typer.Option("html", "--format", "-f", help="html (charts, self-contained) | md (Markdown tables)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="cost model file to score (default: the embedded model)"),
+    no_model: bool = typer.Option(False, "--no-model", help="leave out the cost-model section"),
+    model_trace: Optional[str] = typer.Option(None, "--model-trace", help="a compiled torch model's trace "
+                                              "(JSON the torch.compile backend writes with options={'trace': PATH})"),
+    no_roofline: bool = typer.Option(False, "--no-roofline", help="do not measure this machine's roofline"),
+    refresh_roofline: bool = typer.Option(False, "--refresh-roofline",
+                                          help="measure the roofline again instead of using the cached one"),
+    as_json: bool = typer.Option(False, "--json", help="print the report's data as JSON (the HTML is still written)"),
+):
+    """Write the profile report of a tuning database: tuning curves per workload and strategy, the
+    measured roofline with every default and best kernel on it, best vs default vs OpenBLAS, the cost
+    model's quality, precision trade-offs, and a compiled model's time per kernel.
+
+    Examples:
+
+      tilewise report --db demo.db --out report.html
+
+      tilewise report --db demo.db --format md            (Markdown tables on stdout, e.g. in CI logs)
+
+      tilewise report --db demo.db --model bert.twmodel --model-trace trace.json --json
+    """
+    import os
+    from tilewise.profiling.report import ReportOptions, build
+    if fmt not in ("html", "md"):
+        fail(f"unknown --format {fmt!r}: use html or md")
+    location = db or __import__("tilewise.datasets.base", fromlist=["default_location"]).default_location()
+    if "://" not in location and not os.path.exists(location):
+        fail(f"no record store at {location}: tune something into it first "
+             f"(tilewise tune matmul:256x256x256:f32 --db {location}) or pass --db PATH")
+    if model_trace and not os.path.exists(model_trace):
+        fail(f"no model trace at {model_trace}: compile with torch.compile(model, backend='tilewise', "
+             "options={'trace': PATH}) to write one")
+    options = ReportOptions(model_path=model, cost_model=not no_model, roofline=not no_roofline,
+                            refresh_roofline=refresh_roofline, model_trace=model_trace)
+    store = _open_db(location)
+    try:
+        with store, err.status("report: starting", spinner="dots") as status:
+            data = build(store, options, on_step=lambda step: status.update(f"report: {step}"))
+            if fmt == "html":
+                from tilewise.profiling.report import html as report_html
+                status.update("report: rendering HTML")
+                data["out"] = report_html.write(data, out_path or "tilewise-report.html")
+    except (ValueError, OSError) as e:      # ModelFileError, TraceError, StoreError: one line each
+        fail(str(e))
+    if as_json:
+        print(json.dumps(data, indent=1, default=str))
+    elif fmt == "md":
+        from tilewise.profiling.report import markdown
+        text = markdown.render(data)
+        if out_path:
+            with open(out_path, "w", encoding="utf-8") as f:
+                f.write(text)
+            out.print(f"wrote {out_path}", highlight=False)
+        else:
+            print(text)
+    else:
+        n_targets, n_runs = len(data["targets"]), data["n_runs"]
+        out.print(f"report: {data['out']}  ({data['n_records']} records, {n_runs} tuning run{'s' * (n_runs != 1)}, "
+                  f"{n_targets} target{'s' * (n_targets != 1)})", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
