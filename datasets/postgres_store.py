@@ -33,19 +33,15 @@ import os
 import re
 import threading
 from importlib import metadata
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import psycopg
 
 from tilewise.datasets.base import RecordStore, StoreError
-from tilewise.datasets.record import Record, workload_key
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import STATUSES
-from tilewise.profiling.target import Target
+from tilewise.datasets.sql_reads import SqlRecordReads
+from tilewise.datasets.record import Record
 
 STORE_SCHEMA_VERSION = 1
-_PAGE = 500
 #: pg_advisory_xact_lock key taken while creating the schema (two first opens must not race)
 _SCHEMA_LOCK = 0x7469_6C65_7769      # "tilewi"
 
@@ -88,8 +84,11 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
-class PostgresStore(RecordStore):
+class PostgresStore(SqlRecordReads, RecordStore):
     """A :class:`RecordStore` in a PostgreSQL database; see the module docstring."""
+
+    TABLE = 'tilewise_records'
+    PARAM = '%s'
 
     def __init__(self, url: str, *, connect_timeout_s: float = 10.0):
         self.url = url
@@ -188,41 +187,3 @@ class PostgresStore(RecordStore):
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._run(lambda conn: conn.execute(sql, args).fetchall())
 
-    def query(self, workload: Workload, target: Target, top_k: int | None = None,
-              status: str | None = "ok") -> list[Record]:
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)} or None")
-        if top_k is not None and top_k < 0:
-            raise ValueError(f"top_k must be >= 0, not {top_k}")
-        sql = "SELECT record FROM tilewise_records WHERE workload_key = %s AND target_key = %s"
-        args: tuple = (workload_key(workload), target.key())
-        if status is not None:
-            sql, args = sql + " AND status = %s", args + (status,)
-        sql += " ORDER BY median_s IS NULL, median_s, id"
-        if top_k is not None:
-            sql, args = sql + " LIMIT %s", args + (top_k,)
-        return [Record.loads(text) for (text,) in self._rows(sql, args)]
-
-    def keys(self, workload: Workload, target: Target) -> set[str]:
-        rows = self._rows("SELECT schedule_key FROM tilewise_records WHERE workload_key = %s AND target_key = %s",
-                          (workload_key(workload), target.key()))
-        return {k for (k,) in rows}
-
-    def contains(self, workload: Workload, target: Target, schedule: Schedule) -> bool:
-        return bool(self._rows("SELECT 1 FROM tilewise_records WHERE workload_key = %s AND target_key = %s "
-                               "AND schedule_key = %s LIMIT 1",
-                               (workload_key(workload), target.key(), schedule.key())))
-
-    def iter(self) -> Iterator[Record]:
-        last = 0
-        while True:
-            page = self._rows("SELECT id, record FROM tilewise_records WHERE id > %s ORDER BY id LIMIT %s",
-                              (last, _PAGE))
-            for _, text in page:
-                yield Record.loads(text)
-            if len(page) < _PAGE:
-                return
-            last = page[-1][0]
-
-    def __len__(self) -> int:
-        return self._rows("SELECT count(*) FROM tilewise_records")[0][0]

@@ -38,19 +38,15 @@ import sqlite3
 import threading
 import time
 from importlib import metadata
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from tilewise.datasets.base import RecordStore, StoreError
+from tilewise.datasets.sql_reads import SqlRecordReads
 from tilewise.datasets.record import Record, workload_key
 from tilewise.datasets.runs import TuningRun
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import STATUSES
-from tilewise.profiling.target import Target
 
 STORE_SCHEMA_VERSION = 1
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_PAGE = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,7 +80,10 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SQLiteStore(RecordStore):
+class SQLiteStore(SqlRecordReads, RecordStore):
+    TABLE = 'records'
+    PARAM = '?'
+
     def __init__(self, path: str | os.PathLike, *, busy_timeout_s: float = 60.0):
         self.path = os.fspath(path)
         self.busy_timeout_s = busy_timeout_s
@@ -240,40 +239,3 @@ class SQLiteStore(RecordStore):
         with self._lock:
             return self._connection().execute(sql, args).fetchall()
 
-    def query(self, workload: Workload, target: Target, top_k: int | None = None,
-              status: str | None = "ok") -> list[Record]:
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)} or None")
-        if top_k is not None and top_k < 0:
-            raise ValueError(f"top_k must be >= 0, not {top_k}")
-        sql = "SELECT record FROM records WHERE workload_key = ? AND target_key = ?"
-        args: tuple = (workload_key(workload), target.key())
-        if status is not None:
-            sql, args = sql + " AND status = ?", args + (status,)
-        sql += " ORDER BY median_s IS NULL, median_s, id"
-        if top_k is not None:
-            sql, args = sql + " LIMIT ?", args + (top_k,)
-        return [Record.loads(text) for (text,) in self._rows(sql, args)]
-
-    def keys(self, workload: Workload, target: Target) -> set[str]:
-        rows = self._rows("SELECT schedule_key FROM records WHERE workload_key = ? AND target_key = ?",
-                          (workload_key(workload), target.key()))
-        return {k for (k,) in rows}
-
-    def contains(self, workload: Workload, target: Target, schedule: Schedule) -> bool:
-        return bool(self._rows("SELECT 1 FROM records WHERE workload_key = ? AND target_key = ? AND "
-                               "schedule_key = ? LIMIT 1", (workload_key(workload), target.key(), schedule.key())))
-
-    def iter(self) -> Iterator[Record]:
-        # pages by id: no cursor stays open across yields, so appends may interleave with iteration
-        last = 0
-        while True:
-            page = self._rows("SELECT id, record FROM records WHERE id > ? ORDER BY id LIMIT ?", (last, _PAGE))
-            for _, text in page:
-                yield Record.loads(text)
-            if len(page) < _PAGE:
-                return
-            last = page[-1][0]
-
-    def __len__(self) -> int:
-        return self._rows("SELECT count(*) FROM records")[0][0]

@@ -27,7 +27,8 @@ from tilewise.profiling.target import Target
 from tilewise.tuner.base import SearchStrategy, create
 from tilewise.tuner.space import SpaceOptions, space_for
 from tilewise.tuner.spaces.gpu_gemm import default_schedule
-from tilewise.tuner.tune import Timing, Trial, TuneConfig, TuneResult, _search, fits
+from tilewise.tuner.tune import (Timing, Trial, TuneConfig, TuneResult, finish_result,
+                                 search_with_database)
 
 GPU_FEATURES = "gpu_analytic"
 
@@ -61,28 +62,13 @@ def tune_gpu(workload: Workload, target: Target, config: TuneConfig = TuneConfig
     runner = runner or GpuRunner(runner_config or GpuRunnerConfig(max_rel_error=config.max_rel_error,
                                                                   seed=config.seed, compile_workers=workers))
     try:
-        known = store.query(workload, target, status=None) if store is not None else []
-        prior = [Trial(r.schedule, r.measurement) for r in known
-                 if fits(workload, space, r.measurement, config.max_rel_error, r.schedule)]
-        searched = config.retune or not prior
-        trials: list[Trial] = []
-        if searched:
-            if known:
-                strategy.warm_start([r.schedule for r in known], [r.measurement for r in known])
-            trials = _search(workload, target, config, strategy, runner, store, on_trial)
+        prior, searched, trials = search_with_database(workload, target, space, config, strategy, runner,
+                                                       store, on_trial)
         result = final_ab(workload, target, config, trials, prior, runner)
     finally:
         if own:
             runner.close()
-    result.prior, result.searched, result.strategy = prior, searched, getattr(strategy, "name", "")
-    if config.multi_objective:
-        from tilewise.tuner.optuna_search import pareto_front
-        result.pareto = [Trial(s, m) for s, m in pareto_front((t.schedule, t.measurement) for t in [*trials, *prior])]
-    result.store = getattr(store, "path", None) or (str(store) if store is not None else None)
-    if not searched:
-        result.notes.append(f"tuned before: the store holds {len(prior)} verified schedules for this "
-                            "workload and target; none searched (pass --retune to search again)")
-    result.wall_time_s = time.perf_counter() - t_start
+    finish_result(result, config, strategy, store, prior, searched, trials, t_start)
     return result
 
 

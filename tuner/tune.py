@@ -233,6 +233,23 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
             problems[precision] = make_problem(workload, precision, seed=config.seed)
         return problems[precision]
 
+    prior, searched, trials = search_with_database(workload, target, space, config, strategy, runner,
+                                                   store, on_trial)
+    with pinned(config.max_threads), blas_threads(config.max_threads):
+        result = _final_ab(workload, target, config, trials, prior, problem)
+    finish_result(result, config, strategy, store, prior, searched, trials, t_start)
+    if store is not None:
+        store.append_run(run_log(result, time.time() - result.wall_time_s))
+    return result
+
+
+def search_with_database(workload: Workload, target: Target, space, config: TuneConfig, strategy: SearchStrategy,
+                         runner, store: RecordStore | None, on_trial) -> tuple[list[Trial], bool, list[Trial]]:
+    """The tuning database's part of a tune (CPU and GPU alike): ``(prior, searched, trials)``.
+
+    ``prior`` are the store's records of this (workload, target) that fit the space and the error
+    budget; the search runs only when there are none or ``config.retune``, warm-started with every
+    record the store holds (failures included, so they are not proposed again)."""
     known = store.query(workload, target, status=None) if store is not None else []
     prior = [Trial(r.schedule, r.measurement) for r in known
              if fits(workload, space, r.measurement, config.max_rel_error, r.schedule)]
@@ -242,8 +259,12 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
         if known:
             strategy.warm_start([r.schedule for r in known], [r.measurement for r in known])
         trials = _search(workload, target, config, strategy, runner, store, on_trial)
-    with pinned(config.max_threads), blas_threads(config.max_threads):
-        result = _final_ab(workload, target, config, trials, prior, problem)
+    return prior, searched, trials
+
+
+def finish_result(result: TuneResult, config: TuneConfig, strategy: SearchStrategy, store: RecordStore | None,
+                  prior: list[Trial], searched: bool, trials: list[Trial], t_start: float) -> None:
+    """Fill in what every tune reports besides the A/B: prior, strategy, Pareto front, store, time."""
     result.prior, result.searched, result.strategy = prior, searched, getattr(strategy, "name", "")
     if config.multi_objective:
         from tilewise.tuner.optuna_search import pareto_front
@@ -254,9 +275,6 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
         result.notes.append(f"tuned before: the store holds {len(prior)} verified schedules for this "
                             "workload and target; none searched (pass --retune to search again)")
     result.wall_time_s = time.perf_counter() - t_start
-    if store is not None:
-        store.append_run(run_log(result, time.time() - result.wall_time_s))
-    return result
 
 
 def run_log(result: TuneResult, started: float) -> TuningRun:
