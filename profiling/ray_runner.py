@@ -26,6 +26,7 @@ Every node must have the same tilewise installed (``Target.key`` includes its ve
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
@@ -55,6 +56,24 @@ def parse_cluster_address(text: str) -> str:
     if text == "auto" or _ADDRESS.match(text):
         return text
     raise ClusterError(f"--cluster {text!r}: use ray://HOST:PORT, HOST:PORT (the head node's address) or auto")
+
+
+def _init_with_retries(ray, address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
+    """``ray.init(address)``; a Ray Client (``ray://``) connection is retried: its server starts a
+    process per client, which can fail to come up in time on a loaded head node."""
+    for attempt in range(attempts):
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
+            return
+        except Exception as e:      # noqa: BLE001  (ConnectionError, ValueError, grpc errors...)
+            if address.startswith("ray://") and attempt + 1 < attempts:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(backoff_s * (attempt + 1))
+                continue
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            why = lines[0] if len(lines) < 2 else f"{lines[0][:150]} ... {lines[-1][:250]}"
+            raise ClusterError(f"cannot connect to the Ray cluster at {address}: {why}") from None
 
 
 class _NodeServer:
@@ -139,12 +158,7 @@ class RayRunner(Runner):
         self.measured_by: Counter = Counter()        # node id -> candidates it answered
         self._own_init = not ray.is_initialized()
         if self._own_init:
-            try:
-                ray.init(address=self.address, logging_level="WARNING", log_to_driver=False,
-                         configure_logging=False)
-            except Exception as e:      # noqa: BLE001  (ConnectionError, ValueError, grpc errors...)
-                raise ClusterError(f"cannot connect to the Ray cluster at {self.address}: "
-                                   f"{' '.join(str(e).split())[:300]}") from None
+            _init_with_retries(ray, self.address)
 
     # -- nodes -----------------------------------------------------------------------------------
     def nodes(self) -> dict[str, Target]:
