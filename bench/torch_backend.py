@@ -12,7 +12,10 @@ Goal (issue #6): >= 1.25x faster than eager and >= 1.5x faster than Inductor.
 
     python bench/torch_backend.py [--models mlp,transformer,cnn] [--sizes small,large]
                                   [--threads 1,2] [--no-inductor] [--no-max-autotune]
-                                  [--rounds 15] [--json out.json]
+                                  [--rounds 15] [--json out.json] [--compare-fuse]
+
+``--compare-fuse`` also times tilewise with ``options={"fuse": False}`` (every epilogue as in-place
+torch ops after its kernel instead of inside the fused MLIR kernel) and prints unfused / fused.
 """
 from __future__ import annotations
 
@@ -118,6 +121,13 @@ def worker(args) -> dict:
         if args.compile_only:
             return out
         impls["eager"], impls["tilewise"] = (lambda: model(x)), (lambda: tw(x))
+        if args.compare_fuse:     # the same compile with every epilogue as torch ops after its kernel
+            torch._dynamo.reset()
+            unf = torch.compile(model, backend="tilewise",
+                                options={"cache": args.cache, "threads": args.threads, "fuse": False})
+            y = unf(x)
+            out["tilewise-unfused_rel_error"] = float((y - ref).norm() / ref.norm())
+            impls["tilewise-unfused"] = (lambda: unf(x))
         for name, mode in (("inductor", None), ("inductor-max-autotune", "max-autotune")):
             if args.no_inductor or (mode and args.no_max_autotune):
                 continue
@@ -181,6 +191,8 @@ def main(argv=None):
     ap.add_argument("--no-inductor", action="store_true")
     ap.add_argument("--no-max-autotune", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--compare-fuse", action="store_true",
+                    help="also time tilewise with fuse=False and print the unfused/fused latency ratio")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -192,7 +204,7 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
     extra = ["--rounds", str(args.rounds)] + (["--no-inductor"] if args.no_inductor else []) + \
-        (["--no-max-autotune"] if args.no_max_autotune else [])
+        (["--no-max-autotune"] if args.no_max_autotune else []) + (["--compare-fuse"] if args.compare_fuse else [])
     rows = []
     for model in args.models.split(","):
         for size in args.sizes.split(","):
@@ -230,6 +242,10 @@ def print_table(rows):
         print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    for r in rows:
+        if r.get("tilewise-unfused_s") and r.get("tilewise_s"):
+            print(f"fuse: {r['model']}/{r['size']}/{r['threads']}t unfused {_fmt_ms(r['tilewise-unfused_s'])} ms, "
+                  f"fused {_fmt_ms(r['tilewise_s'])} ms: unfused/fused {r['tilewise-unfused_s'] / r['tilewise_s']:.3f}x")
     for r in rows:
         for k, v in r.items():
             if k.endswith("_error") and isinstance(v, str):

@@ -11,9 +11,12 @@ supported stays an eager op -- each with one log line (logger ``tilewise.torch_b
 
 Fusion decision: in ``"default"`` mode an anchor's elementwise consumers always join its group --
 they run in place on the kernel's fresh output, which saves an allocation and a pass over memory
-against eager and can never be slower than running them as separate ops.  In ``"max-autotune"``
-each group is timed against the same ops in eager PyTorch on the example inputs and the faster one
-runs (the choice is stored with the schedule in the compile cache).
+against eager and can never be slower than running them as separate ops.  Whether the epilogue
+runs *inside* the anchor's MLIR kernel (the group through the torch-mlir FX importer, fused into
+the anchor's tiles) or as in-place torch ops after it is the group's ``fuse`` knob (``fused.py``).
+In ``"max-autotune"`` fused and unfused kernels are timed side by side, then the kernel against
+the same ops in eager PyTorch on the example inputs, and the fastest runs (the choices are stored
+with the schedule in the compile cache).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 
-from tilewise.frontends.torch_backend import cache, kernels, profile
+from tilewise.frontends.torch_backend import cache, fused, kernels, profile
 from tilewise.frontends.torch_backend.graph import GroupSpec, VIEWS, find_groups, op_name
 from tilewise.frontends.torch_backend.options import BackendOptions
 from tilewise.frontends.torch_backend.runtime import GroupRunner
@@ -94,8 +97,10 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
     eager_ops = [op_name(n) for n in ag.graph.nodes if n.op == "call_function"
                  and not getattr(n.target, "_tilewise_group", False) and op_name(n) not in _SHAPE_OPS]
     kernels_n = sum(1 for _, d in decided if d["runner"] is not None)
+    fused_n = sum(1 for _, d in decided if d["runner"] is not None and d["plan"].get("fuse"))
     fell = [f"{g.name} ({'+'.join(g.ops)}): {d['plan']['reason']}" for g, d in decided if d["runner"] is None]
-    summary = (f"tilewise: graph {graph_id}: {kernels_n} fused kernel(s); {len(eager_ops)} op(s) in eager "
+    summary = (f"tilewise: graph {graph_id}: {kernels_n} fused kernel(s) ({fused_n} with the epilogue "
+               f"inside the MLIR kernel); {len(eager_ops)} op(s) in eager "
                f"PyTorch ({_counts(eager_ops) or 'none'})" + (f"; eager groups: {'; '.join(fell)}" if fell else "")
                + (f"; {_skipped_text(skipped)}" if skipped else "") + (" [cached plan]" if plan else ""))
     (log.warning if fell or skipped else log.info)(summary)
@@ -147,6 +152,8 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     finally:
         if store is not None:
             store.close()
+    # the fuse knob: the epilogue inside the kernel (torch-mlir FX importer) or as torch ops
+    decided = fused.decide(ag, example_inputs, decided, opts, lambda g: not _escapes(g.nodes[-1]))
     if opts.mode == "max-autotune" and plan is None:
         decided = profile.choose_faster(ag, example_inputs, decided)
     return decided

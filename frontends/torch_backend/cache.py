@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 def plan_key(ag, example_inputs, opts: BackendOptions) -> str:
     from tilewise import __version__ as tw_version
     parts = [ag.code, kernels.target().key(), tw_version, torch.__version__, opts.mode,
-             str(opts.resolved_threads()), repr(opts.max_rel_error), str(opts.db)]
+             str(opts.resolved_threads()), repr(opts.max_rel_error), str(opts.db), f"fuse={opts.fuse}"]
     for x in example_inputs:
         parts.append(f"{tuple(x.shape)}|{tuple(x.stride())}|{x.dtype}|{isinstance(x, torch.nn.Parameter)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -12,6 +12,9 @@
 ``trace``          write a :class:`~tilewise.profiling.model_trace.ModelTrace` here
 ``profile``        time every group and eager op once at compile time, for the trace
 ``cache``          compile cache folder; default ``~/.cache/tilewise/torch_backend``; ``False``: off
+``fuse``           ``True`` (default): an anchor's elementwise epilogue may be fused into its MLIR
+                   kernel (the group imported with the torch-mlir FX importer; see ``fused.py``);
+                   ``False``: the epilogue always runs as in-place torch ops after the kernel
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class BackendOptions:
     trace: str | None = None
     profile: bool = False
     cache: str | None = None          # None: the default folder; "" : no cache
+    fuse: bool = True
 
     @classmethod
     def parse(cls, mode: str | None, options: Mapping[str, Any] | None) -> "BackendOptions":
@@ -59,6 +63,8 @@ class BackendOptions:
                                f"{', '.join(MODES)}")
         if opts.get("cache") is False:
             opts["cache"] = ""
+        if not isinstance(opts.get("fuse", True), bool):
+            raise OptionsError(f"tilewise backend: fuse={opts['fuse']!r}: must be True or False")
         threads = opts.get("threads")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise OptionsError(f"tilewise backend: threads={threads!r}: must be an integer >= 1")

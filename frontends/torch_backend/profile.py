@@ -60,7 +60,9 @@ def interleaved_s(a: Callable[[], object], b: Callable[[], object], rounds: int 
 
 
 def node_values(gm: fx.GraphModule, example_inputs) -> dict[fx.Node, Any]:
-    """Every node's value when ``gm`` runs on ``example_inputs`` (no grad)."""
+    """Every node's value when ``gm`` runs on ``example_inputs`` (no grad).  Inputs the graph mutates
+    (a BatchNorm's running stats; not every such op says so in its schema) are restored after, so
+    this extra run leaves no trace in the model."""
     env: dict[fx.Node, Any] = {}
 
     class _Recorder(fx.Interpreter):
@@ -69,7 +71,13 @@ def node_values(gm: fx.GraphModule, example_inputs) -> dict[fx.Node, Any]:
             return env[n]
 
     with torch.no_grad():
-        _Recorder(gm).run(*example_inputs)
+        saved = [(x, x.clone()) for x in example_inputs if isinstance(x, torch.Tensor)]
+        try:
+            _Recorder(gm).run(*example_inputs)
+        finally:
+            for x, old in saved:
+                if not torch.equal(x, old):
+                    x.copy_(old)
     return env
 
 
@@ -163,7 +171,8 @@ def record_graph(opts, ag: fx.GraphModule, example_inputs, decided: list, graph_
             w = Workload.parse(g.workload)
             state["kernels"].append(KernelTrace(
                 name=f"graph{graph_id}/{g.name}", kind="kernel", ops=tuple(g.ops), median_s=median_s,
-                calls=calls, flops=w.flops, workload=g.workload, schedule=d["plan"].get("schedule")))
+                calls=calls, flops=w.flops, workload=g.workload,
+                schedule={**(d["plan"].get("schedule") or {}), "fuse": bool(d["plan"].get("fuse"))}))
             continue
         name = op_name(n)
         if name in _SKIP:

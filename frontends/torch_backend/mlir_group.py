@@ -1,0 +1,475 @@
+"""A fusion group through the torch-mlir FX importer: one fused MLIR kernel for anchor + epilogue.
+
+``group_program(spec, input_shapes)`` writes the group's computation as a small torch module of the
+kernel's arguments -- the activation, the packed weight ([K, N] for a matmul) and the epilogue's
+tensors -- and ``import_group`` runs it through ``torch_mlir.fx.export_and_import(...,
+output_type="linalg-on-tensors")``.  ``linalg_ops`` walks the imported function: the graph of linalg
+ops (``linalg.fill`` + ``linalg.matmul`` / ``linalg.batch_matmul`` + ``linalg.generic``
+consumers).  ``prepare`` turns it into the kernel form the tilewise pipeline runs:
+
+* the elementwise consumers merge into one ``linalg.generic`` (``linalg-fuse-elementwise-ops``),
+  ``math.erf`` becomes the rational f32 approximation of ``ir.ops.elementwise`` (a vector
+  ``math.erf`` cannot be lowered) and ``math-expand-ops`` rewrites tanh and friends into ``exp``;
+* destination passing: the output is the function's last argument; the fill writes into it, the
+  contraction accumulates into it and the epilogue generic updates it in place (its ``outs`` is the
+  contraction's result: every element is read and written at the same index).
+
+``fused_schedule`` applies the anchor's tuned schedule with the epilogue fused into its tiles:
+``tile_using_forall`` of the epilogue over threads with the contraction and fill fused in
+(``fuse_into_containing_op``), then ``structured.fuse`` of the epilogue at the cache tile (Mc, Nc)
+with the contraction and fill fused into each tile, bufferize, and inside each tile the contraction
+gets the rest of its schedule unchanged (k tile, B-panel promotion, register tile, vectorization,
+k-unroll) while the epilogue runs over the tile, still in L1, row by row in vectors.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import tempfile
+import threading
+import warnings
+from typing import Any, Sequence
+
+import torch
+
+from tilewise.ir.schedule import Schedule
+
+_LOCK = threading.Lock()
+aten = torch.ops.aten
+
+
+class NotFusable(Exception):
+    """This group has no fused kernel (the message says why); it keeps the unfused path."""
+
+
+# --- the group as a torch program ------------------------------------------------------------------
+def _anchor_out_shape(spec: dict[str, Any]) -> tuple[int, ...]:
+    from tilewise.ir.workload import Workload
+    w = Workload.parse(spec["workload"])
+    d = w.loop_dims
+    return (d["b"], d["m"], d["n"]) if spec["anchor"] == "batch_matmul" else (d["m"], d["n"])
+
+
+def group_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """How the fused kernel is called: ``{"extra": [(input index, kernel shape)], "out_shape",
+    "final_shape", "steps"}`` -- the epilogue's tensor inputs, reshaped into the anchor's output
+    domain (its logical shape may be a view of it).  Raises NotFusable."""
+    if spec["anchor"] not in ("matmul", "batch_matmul"):
+        raise NotFusable(f"{spec['anchor']} groups are not fused yet (unfused kernel + eager epilogue)")
+    if not any(st["op"] != "view" for st in spec["epilogue"]):
+        raise NotFusable("no elementwise epilogue to fuse")
+    dom = _anchor_out_shape(spec)
+    cur = dom
+    extra: list[tuple[int, tuple[int, ...]]] = []
+    steps: list[dict[str, Any]] = []
+    for st in spec["epilogue"]:
+        op = st["op"]
+        if op == "view":
+            cur = tuple(st["shape"])
+            if math.prod(cur) != math.prod(dom) or cur[-1] != dom[-1]:
+                raise NotFusable(f"a view to {list(cur)} that changes the last dim of {list(dom)}")
+            continue
+        if op == "unary":
+            steps.append(dict(st))
+            continue
+        if "input" not in st:
+            steps.append(dict(st))
+            continue
+        shape = tuple(input_shapes[st["input"]])
+        if cur == dom:
+            kshape = shape                    # any shape that broadcasts: the importer handles it
+        elif shape == cur:
+            kshape = dom                      # the full value, seen through the group's view
+        elif math.prod(shape) == dom[-1] and shape and shape[-1] == dom[-1]:
+            kshape = (dom[-1],)               # a row vector broadcast over the rest
+        elif math.prod(shape) == 1:
+            kshape = (1,)
+        else:
+            raise NotFusable(f"an epilogue operand of shape {list(shape)} behind a view")
+        if torch.broadcast_shapes(kshape, dom) != dom:
+            raise NotFusable(f"an epilogue operand of shape {list(shape)} grows the output")
+        slot = next((i for i, (j, s) in enumerate(extra) if j == st["input"] and s == kshape), None)
+        if slot is None:
+            extra.append((st["input"], kshape))
+            slot = len(extra) - 1
+        steps.append({**st, "slot": slot, "op": "bias" if op == "bias" else "binary",
+                      "name": st.get("name", "add")})
+    return {"extra": extra, "out_shape": dom, "final_shape": cur, "steps": steps}
+
+
+class _Program(torch.nn.Module):
+    """``epilogue(a @ b)`` of the kernel's arguments, in the anchor's output domain."""
+
+    def __init__(self, steps: list[dict[str, Any]], batch: bool):
+        super().__init__()
+        self.steps, self.batch = steps, batch
+
+    def forward(self, a, b, *extra):
+        y = torch.bmm(a, b) if self.batch else torch.mm(a, b)
+        for st in self.steps:
+            if st["op"] == "unary":
+                if st["name"] == "gelu":
+                    y = torch.nn.functional.gelu(y, approximate=st.get("approximate", "none"))
+                else:
+                    y = getattr(torch.nn.functional if st["name"] == "silu" else torch, st["name"])(y)
+                continue
+            other = extra[st["slot"]] if "slot" in st else st["scalar"]
+            name, alpha = st.get("name", "add"), st.get("alpha", 1)
+            if st["op"] == "bias" or name == "add":
+                y = y + other * alpha if alpha != 1 else y + other
+            elif name == "sub":
+                y = y - other * alpha if alpha != 1 else y - other
+            elif name == "mul":
+                y = y * other
+            else:
+                y = y / other
+        return y
+
+
+def _arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[tuple[int, ...]]:
+    from tilewise.ir.workload import Workload
+    d = Workload.parse(spec["workload"]).loop_dims
+    pre = (d["b"],) if "b" in d else ()
+    return [pre + (d["m"], d["k"]), pre + (d["k"], d["n"])] + [s for _, s in prog["extra"]]
+
+
+def import_group(spec: dict[str, Any], prog: dict[str, Any]):
+    """The group's program through the torch-mlir FX importer: an ``ir.Module`` of linalg on tensors."""
+    from torch_mlir import fx as tfx
+    shapes = _arg_shapes(spec, prog)
+    example = [torch.zeros(s, dtype=torch.float32) for s in shapes]
+    module = _Program(prog["steps"], spec["anchor"] == "batch_matmul").eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)     # torch.export's own deprecation notices
+        return tfx.export_and_import(module, *example, output_type="linalg-on-tensors", func_name="kernel")
+
+
+def _func(module):
+    funcs = [op.operation for op in module.body.operations if op.operation.name == "func.func"]
+    if len(funcs) != 1:
+        raise NotFusable(f"the importer gave {len(funcs)} functions, expected one")
+    return funcs[0]
+
+
+def _ops_of(func_op) -> list:
+    return [op.operation for op in func_op.regions[0].blocks[0].operations]
+
+
+def linalg_ops(module) -> list[dict[str, Any]]:
+    """The imported function's linalg ops in order: ``{"op": name, "body": [payload op names]}``."""
+    out = []
+    for op in _ops_of(_func(module)):
+        if op.name.startswith("linalg."):
+            body = []
+            if op.name == "linalg.generic":
+                body = [b.operation.name for b in op.regions[0].blocks[0].operations
+                        if b.operation.name != "linalg.yield"]
+            out.append({"op": op.name, "body": body})
+    return out
+
+
+# --- imported module -> kernel form ---------------------------------------------------------------
+def _run_passes(module, pipeline: str) -> None:
+    from torch_mlir import passmanager
+    passmanager.PassManager.parse(pipeline, context=module.context).run(module.operation)
+
+
+def _replace_erf(module) -> None:
+    """``math.erf`` -> the rational approximation (a vector ``math.erf`` does not lower)."""
+    from torch_mlir import ir
+    from tilewise.ir.ops.elementwise import erf_f32
+    erfs = []
+
+    def visit(op):
+        if op.name == "math.erf":
+            erfs.append(op)
+        return ir.WalkResult.ADVANCE
+    module.operation.walk(visit)
+    for op in erfs:
+        with ir.InsertionPoint(op), op.location:
+            new = erf_f32(op.operands[0])
+        op.results[0].replace_all_uses_with(new)
+        op.erase()
+
+
+def prepare(module) -> list[str]:
+    """Rewrite the imported module into the kernel form (module docstring); returns the linalg op
+    names left, in order.  Raises NotFusable when the shape is not fill -> contraction -> generic."""
+    from torch_mlir import ir
+    _run_passes(module, "builtin.module(func.func(linalg-fuse-elementwise-ops,canonicalize,cse))")
+    _run_passes(module, "builtin.module(func.func(math-expand-ops,canonicalize))")
+    with module.context, ir.Location.unknown():
+        _replace_erf(module)
+        f = _func(module)
+        ops = [op for op in _ops_of(f) if op.name.startswith("linalg.")]
+        names = [op.name for op in ops]
+        if len(ops) != 3 or names[0] != "linalg.fill" or names[1] not in ("linalg.matmul", "linalg.batch_matmul") \
+                or names[2] != "linalg.generic":
+            raise NotFusable(f"unexpected linalg ops after elementwise fusion: {names}")
+        fill, mm, gen = ops
+        ret = next(op for op in _ops_of(f) if op.name == "func.return")
+        if ret.operands[0] != gen.results[0] or mm.operands[2] != fill.results[0]:
+            raise NotFusable("the epilogue's result is not what the function returns")
+        out_type = gen.results[0].type
+        if mm.results[0].type != out_type:
+            raise NotFusable("the epilogue changes the output's type")
+        # the generic must not read its init, and must read the contraction's result elementwise
+        maps = ir.ArrayAttr(gen.attributes["indexing_maps"])
+        n_in = len(gen.operands) - 1
+        body = gen.regions[0].blocks[0]
+        if list(body.arguments[n_in].uses):
+            raise NotFusable("the epilogue reads its output buffer")
+        uses = [i for i in range(n_in) if gen.operands[i] == mm.results[0]]
+        if not uses or any(not ir.AffineMapAttr(maps[i]).value.is_permutation for i in uses) or \
+                any(str(maps[i]) != str(maps[n_in]) for i in uses):
+            raise NotFusable("the epilogue does not read the contraction elementwise")
+        # destination passing: out argument, fill -> out, generic in place on the contraction result
+        entry = f.regions[0].blocks[0]
+        out = entry.add_argument(out_type, ir.Location.unknown())
+        fill.operands[1] = out
+        _in_place(gen, mm.results[0], uses, n_in)
+        ftype = ir.FunctionType(ir.TypeAttr(f.attributes["function_type"]).value)
+        f.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(list(ftype.inputs) + [out_type],
+                                                                            list(ftype.results)))
+        f.attributes["sym_name"] = ir.StringAttr.get("kernel")
+        f.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+    _run_passes(module, "builtin.module(func.func(canonicalize,cse))")
+    return names
+
+
+def _in_place(gen, acc, uses: list[int], n_in: int) -> None:
+    """Replace ``gen`` by the same generic that reads ``acc`` through its ``outs`` (in place): its
+    other inputs stay, the payload reads the accumulator from the output block argument.  (Reading
+    it as an input *and* writing it as the init would make tile-and-fuse fuse the contraction once
+    per operand.)"""
+    from torch_mlir import ir
+    from torch_mlir.dialects import linalg
+    maps = list(ir.ArrayAttr(gen.attributes["indexing_maps"]))
+    keep = [i for i in range(n_in) if i not in uses]
+    old = gen.regions[0].blocks[0]
+    with ir.InsertionPoint(gen), gen.location:
+        new = linalg.GenericOp([gen.results[0].type], [gen.operands[i] for i in keep], [acc],
+                               ir.ArrayAttr.get([maps[i] for i in keep] + [maps[n_in]]),
+                               gen.attributes["iterator_types"])
+        block = new.regions[0].blocks.append(*[old.arguments[i].type for i in keep + [n_in]])
+    mapping = {old.arguments[i]: block.arguments[j] for j, i in enumerate(keep)}
+    for i in uses:
+        mapping[old.arguments[i]] = block.arguments[len(keep)]
+    with ir.InsertionPoint(block):
+        for op in old.operations:
+            c = op.operation.clone()
+            for j, v in enumerate(c.operands):
+                if v in mapping:
+                    c.operands[j] = mapping[v]
+            for r_old, r_new in zip(op.operation.results, c.results):
+                mapping[r_old] = r_new
+    gen.results[0].replace_all_uses_with(new.results[0])
+    gen.erase()
+
+
+# --- the fused schedule ------------------------------------------------------------------------------
+def fusion_tiles(w, s: Schedule) -> tuple[list[int], int]:
+    """(tile sizes of the epilogue's loops at the cache tile, the tile's n extent); raises NotFusable when
+    the schedule's tiles do not divide the output (fused tiles must be static)."""
+    from tilewise.ir.ops.matmul import thread_grid
+    d = w.loop_dims
+    m, n = d["m"], d["n"]
+    threads = int(s.get("threads", 1))
+    tm, tn = 1, 1
+    if threads > 1:
+        pdim = s.get("parallel_dim", "n")
+        if pdim == "mn":
+            tm, tn = thread_grid(threads)
+        elif pdim == "m":
+            tm = threads
+        elif pdim == "n":
+            tn = threads
+    # a thread's tile; where the threads do not divide a dim its tiles differ in size (dynamic):
+    # that dim is then not tiled further (below)
+    ragged_m, ragged_n = m % tm != 0, n % tn != 0
+    pm, pn = -(-m // tm), -(-n // tn)
+    tile = list(s.get("tile", (0, 0, 0)))
+    mr, nr = s.get("reg_tile", (1, 1))
+    mc = min(tile[0] or pm, pm)
+    if pm % mc:                       # the m cache tile matters little (MLIR_NOTES): drop it
+        mc = pm
+    nc = min(tile[1] or pn, pn)
+    if nc == pn and mc == pm:         # no cache tile: fuse at column panels of a few register tiles
+        nc = min(pn, 64)
+    if pn % nc:                       # the largest multiple of the register tile that divides
+        nc = next((c for c in range(nc // nr * nr, 0, -nr) if pn % c == 0), pn)
+    if s.get("promote", False):
+        from tilewise.ir.ops.matmul import MAX_PANEL_BYTES
+        kc = tile[2] or d["k"]
+        if nc * kc * 4 > MAX_PANEL_BYTES:
+            raise NotFusable(f"a fused {nc}-column B panel of {kc} rows exceeds the promotion buffer")
+    if ragged_m:
+        mc = pm
+    if ragged_n:
+        mc, nc = pm, pn
+    pre = [1] if "b" in d else []
+    # inside a thread's tile: 0 = the whole extent (no loop); the loops run m then n, k inside
+    return pre + [0 if mc == pm else mc, 0 if nc == pn else nc], nc
+
+
+def fused_schedule(script, w, s: Schedule) -> None:
+    """The anchor's schedule with the epilogue as the root being tiled (module docstring)."""
+    from tilewise.ir.dtypes import DTYPES
+    from tilewise.ir.ops.matmul import thread_grid
+    batch = "b" in w.loop_dims
+    pre = [1] if batch else []
+    rank = len(pre) + 2
+    d = w.loop_dims
+    k = d["k"]
+    sizes, nc = fusion_tiles(w, s)
+    op_name = "linalg.batch_matmul" if batch else "linalg.matmul"
+    f = script.func()
+    root = script.match("linalg.generic", f)
+    threads = int(s.get("threads", 1))
+    if threads > 1:
+        dims = (["b"] if batch else []) + ["m", "n"]
+        nt = [0] * rank
+        pdim = s.get("parallel_dim", "n")
+        if pdim == "mn":
+            nt[dims.index("m")], nt[dims.index("n")] = thread_grid(threads)
+        else:
+            nt[dims.index(pdim)] = threads
+        root, forall = script.tile_forall(root, nt)
+        for producer in ("linalg.matmul" if not batch else "linalg.batch_matmul", "linalg.fill"):
+            _, forall = script.fuse_into(script.match(producer, f), forall)
+    _tile_and_fuse(script, root, sizes)
+    script.canonicalize(f)          # the unfused originals are dead now
+    script.bufferize()
+    f = script.func()
+    script.canonicalize(f)
+    fill = script.match("linalg.fill", f)
+    mm = script.match(op_name, f)
+    gen = script.match("linalg.generic", f)
+    _, fill_loops = script.tile(fill, [1] * (rank - 1) + [min(nc, 512)])
+    script.peel(fill_loops[-1:])
+    _, gen_loops = script.tile(gen, [1] * (rank - 1) + [min(nc, 512)])
+    script.peel(gen_loops[-1:])
+    # the k cache tile (also when it is the whole k: promotion copies a slice of B, not B itself)
+    kc = list(s.get("tile", (0, 0, 0)))[2] or (k if s.get("promote", False) else 0)
+    loops = []
+    if kc:
+        mm, loops = script.tile(mm, [0] * rank + [kc])
+    if s.get("promote", False):
+        mm = script.promote(mm, [1])
+        script.tile(script.match("linalg.copy", f), [1] * len(pre) + [1, 0])
+    script.peel(loops)
+    script.canonicalize(f)
+    mm = script.match(op_name, f)
+    mr, nr = s.get("reg_tile", (1, 1))
+    mm, loops = script.tile(mm, pre + [mr, nr, 1])
+    script.peel(loops[len(pre):len(pre) + 2])
+    script.canonicalize(f)
+    if s.get("promote", False):
+        script.hoist_buffers(f)
+    if not s.get("vectorize", True):
+        return
+    fv = script.vectorize(f)
+    fh = script.hoist_vector_transfers(fv)
+    script.lower_vectors(fh)
+    unroll = int(s.get("unroll", 1))
+    if unroll > 1 and DTYPES[w.dtype].is_float:
+        script.unroll_loops_of(script.match("vector.fma", fh), unroll)
+
+
+def _tile_and_fuse(script, root, sizes: list[int]) -> None:
+    """``transform.structured.fuse``: tile ``root`` and fuse its producers (the contraction and its
+    fill) into each tile, greedily.  (``ir.script.Script`` has no step for it yet; this appends to
+    the script's sequence at its insertion point.)"""
+    from torch_mlir.dialects.transform import structured as ts
+    with script._ip:
+        ts.FuseOp(root, tile_sizes=list(sizes), apply_cleanup=True)
+
+
+# --- build and load ----------------------------------------------------------------------------------
+def fused_key(spec: dict[str, Any], prog: dict[str, Any], s: Schedule) -> str:
+    import json
+    from tilewise import __version__ as tw_version
+    from tilewise.frontends.torch_backend import kernels
+    text = "\n".join(["fused-v1", spec["anchor"], spec["workload"],
+                      json.dumps(prog["steps"], sort_keys=True), json.dumps(prog["extra"]), s.dumps(),
+                      kernels.target().key(), str(tw_version), torch.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library_path: str) -> list[str]:
+    """Import, prepare, schedule, lower, JIT and link the fused kernel into ``library_path``;
+    returns the imported linalg op names.  Raises NotFusable, CompileError or ScheduleError."""
+    from torch_mlir import execution_engine, ir
+    from tilewise.ir.compiler import (CompileError, _drop_returned_outputs, _run, _strip_transform,
+                                      link_shared_library, lowering_pipeline, openmp_runtime)
+    from tilewise.ir.script import Script
+    from tilewise.ir.workload import Workload
+    w = Workload.parse(spec["workload"])
+    w.kind.validate(w, s)
+    if s.get("precision", w.dtype) != w.dtype:
+        raise NotFusable("a reduced-precision schedule is not fused")
+    module = import_group(spec, prog)
+    imported = [o["op"] for o in linalg_ops(module)]
+    prepare(module)
+    threads = int(s.get("threads", 1))
+    with module.context, ir.Location.unknown():
+        script = Script(module, consumes_root=True)
+        try:
+            fused_schedule(script, w, s)
+            script.finish()
+        except NotFusable:
+            raise
+        except Exception as e:
+            raise CompileError("schedule", f"building the fused script failed: {' '.join(str(e).split())[:300]}")
+        _run("builtin.module(transform-interpreter)", module, "transform")
+        _strip_transform(module)
+        _drop_returned_outputs(module)
+        _run(lowering_pipeline(threads), module, "lower")
+        libs = [openmp_runtime()] if threads > 1 else []
+        try:
+            engine = execution_engine.ExecutionEngine(module, opt_level=3, shared_libs=libs)
+            engine.lookup("kernel")
+        except Exception as e:
+            raise CompileError("jit", " ".join(str(e).split())[:300]) from None
+        obj = library_path + ".o"
+        try:
+            engine.dump_to_object_file(obj)
+            link_shared_library(obj, library_path, threads=threads)
+        finally:
+            if os.path.exists(obj):
+                os.remove(obj)
+    return imported
+
+
+@functools.lru_cache(maxsize=1)
+def _scratch_dir() -> str:
+    """Where kernels go without a compile cache: one folder per process, removed at exit."""
+    import atexit
+    import shutil
+    folder = tempfile.mkdtemp(prefix="tilewise-fused-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def load_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_dir: str | None):
+    """A LibraryKernel for the fused group (built once per key into the compile cache)."""
+    from tilewise.ir.compiler import LibraryKernel
+    from tilewise.ir.ops.base import ArgSpec
+    shapes = _arg_shapes(spec, prog)
+    specs = [ArgSpec(tuple(x), "f32") for x in shapes] + [ArgSpec(tuple(prog["out_shape"]), "f32", True)]
+    folder = os.path.join(cache_dir if cache_dir is not None else _scratch_dir(), "kernels")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "fused-" + fused_key(spec, prog, s) + ".so")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
+        os.close(fd)
+        try:
+            with _LOCK:
+                build_fused(spec, prog, s, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return LibraryKernel(path, specs)

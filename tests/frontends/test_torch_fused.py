@@ -1,0 +1,209 @@
+"""The ``fuse`` knob: fusion groups through the torch-mlir FX importer, one fused MLIR kernel each."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+pytestmark = pytest.mark.jit
+LOGGER = "tilewise.torch_backend"
+
+
+def rel_error(a, b) -> float:
+    return float((a.double() - b.double()).norm() / max(b.double().norm(), 1e-30))
+
+
+def _spec(m, n, k, epilogue, anchor="matmul"):
+    wl = f"matmul:{m}x{n}x{k}:f32" if anchor == "matmul" else f"batch_matmul:{m}x{n}x{k}:f32"
+    return {"name": "g", "anchor": anchor, "workload": wl, "ops": [],
+            "operands": {"a": {"input": 0, "layout": "contiguous"}, "b": {"input": 1, "layout": "contiguous"}},
+            "epilogue": epilogue}
+
+
+@pytest.fixture
+def opts(tmp_path):
+    torch._dynamo.reset()
+    yield {"cache": str(tmp_path / "cache"), "db": str(tmp_path / "records.db")}
+    torch._dynamo.reset()
+
+
+# --- the importer path ------------------------------------------------------------------------------
+def test_importer_gives_the_graph_of_linalg_ops():
+    from tilewise.frontends.torch_backend import mlir_group as mg
+    spec = _spec(8, 32, 16, [{"op": "bias", "input": 2}, {"op": "unary", "name": "gelu", "approximate": "none"}])
+    prog = mg.group_program(spec, [(8, 16), (16, 32), (32,)])
+    module = mg.import_group(spec, prog)
+    ops = mg.linalg_ops(module)
+    assert [o["op"] for o in ops] == ["linalg.fill", "linalg.matmul", "linalg.generic", "linalg.generic"]
+    assert ops[2]["body"] == ["arith.addf"] and "math.erf" in ops[3]["body"]
+    # kernel form: one epilogue generic in place on the contraction's result, output as last argument
+    assert mg.prepare(module) == ["linalg.fill", "linalg.matmul", "linalg.generic"]
+    text = str(module)
+    assert "func.func @kernel" in text and "math.erf" not in text and "tensor.empty" not in text
+    # a batch matmul with a scalar division (attention scores) goes through the importer too
+    spec = _spec(2, 8, 8, [{"op": "binary", "name": "div", "alpha": 1, "scalar": 4.0}], anchor="batch_matmul")
+    spec["workload"] = "batch_matmul:2x8x8x4:f32"
+    ops = mg.linalg_ops(mg.import_group(spec, mg.group_program(spec, [(2, 8, 4), (2, 4, 8)])))
+    assert [o["op"] for o in ops] == ["linalg.fill", "linalg.batch_matmul", "linalg.generic"]
+
+
+def test_conv_groups_keep_the_unfused_path():
+    from tilewise.frontends.torch_backend import mlir_group as mg
+    spec = {"anchor": "conv2d", "workload": "conv2d_nhwc:1x8x8x3,3x3x3x4:f32:pad=1,stride=1",
+            "epilogue": [{"op": "unary", "name": "relu"}]}
+    with pytest.raises(mg.NotFusable, match="conv2d"):
+        mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3)])
+
+
+# --- fused kernels vs eager ---------------------------------------------------------------------------
+@pytest.mark.parametrize("act,threads", [("gelu", 1), ("relu", 1), ("silu", 1), ("gelu", 2)])
+def test_fused_linear_activation_matches_eager(act, threads, tmp_path):
+    from tilewise.frontends.torch_backend import mlir_group as mg
+    from tilewise.frontends.torch_backend.fused import FusedRunner
+    from tilewise.ir.schedule import Schedule
+    m, n, k = 48, 128, 96
+    spec = _spec(m, n, k, [{"op": "bias", "input": 2}, {"op": "unary", "name": act}])
+    prog = mg.group_program(spec, [(m, k), (k, n), (n,)])
+    s = Schedule(tile=(0, 16, 96), reg_tile=(6, 16), promote=True, vectorize=True, unroll=1, threads=threads,
+                 parallel_dim="n", precision="f32", interchange=(0, 1, 2))
+    runner = FusedRunner(spec, prog, mg.load_fused(spec, prog, s, str(tmp_path)))
+    torch.manual_seed(0)
+    x, w, b = torch.randn(m, k), torch.randn(k, n), torch.randn(n)
+    assert rel_error(runner(x, w, b), getattr(F, act)(x @ w + b)) <= 1e-4
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in=64, d_hidden=256, d_out=64, act=F.gelu):
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(d_in, d_hidden), nn.Linear(d_hidden, d_out), act
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _plan_groups(cache):
+    folder = os.path.join(cache, "plans")
+    groups = {}
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name)) as f:
+            groups.update(json.load(f)["groups"])
+    return groups
+
+
+@pytest.mark.parametrize("act", [F.gelu, F.silu], ids=["gelu", "silu"])
+def test_mlp_runs_fused_kernels(act, opts, tmp_path, caplog):
+    from tilewise.profiling.model_trace import ModelTrace
+    caplog.set_level(logging.INFO, LOGGER)
+    torch.manual_seed(0)
+    model, x = MLP(act=act).eval(), torch.randn(16, 64)
+    trace = tmp_path / "trace.json"
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options={**opts, "trace": str(trace)})
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"])
+    assert len(groups) == 2 and all(g["fuse"] is True and g["schedule"] for g in groups.values())
+    kernels = [k for k in ModelTrace.load(trace).kernels if k.kind == "kernel"]
+    assert len(kernels) == 2 and all(k.schedule["fuse"] is True for k in kernels)
+    assert any("2 with the epilogue inside the MLIR kernel" in r.getMessage() for r in caplog.records)
+    assert any(f.startswith("fused-") for f in os.listdir(os.path.join(opts["cache"], "kernels")))
+
+
+def test_fuse_false_keeps_the_unfused_path(opts):
+    torch.manual_seed(0)
+    model, x = MLP(act=F.relu).eval(), torch.randn(8, 64)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options={**opts, "fuse": False})
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+    assert all(g["fuse"] is False for g in _plan_groups(opts["cache"]).values())
+
+
+def test_failed_fused_build_falls_back(opts, monkeypatch, caplog):
+    from tilewise.frontends.torch_backend import mlir_group as mg
+
+    def broken(*a, **k):
+        raise RuntimeError("the importer rejected it")
+    monkeypatch.setattr(mg, "build_fused", broken)
+    caplog.set_level(logging.INFO, LOGGER)
+    torch.manual_seed(0)
+    model, x = MLP(act=F.gelu).eval(), torch.randn(8, 64)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options=opts)
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"]).values()
+    assert all(g["fuse"] is False and "importer rejected" in g["fuse_reason"] for g in groups)
+    lines = [r.getMessage() for r in caplog.records if "epilogue not fused" in r.getMessage()]
+    assert len(lines) == 2 and all(r.levelno == logging.WARNING for r in caplog.records
+                                   if "epilogue not fused" in r.getMessage())
+
+
+def test_wrong_fused_kernel_is_caught_by_the_check(opts, monkeypatch, caplog):
+    """A fused kernel that computes something else (its activation dropped) fails the compile-time
+    check against eager and is not used."""
+    from tilewise.frontends.torch_backend import mlir_group as mg
+    real = mg.group_program
+
+    def without_activation(spec, shapes):
+        prog = real(spec, shapes)
+        return {**prog, "steps": [s for s in prog["steps"] if s["op"] != "unary"]}
+    monkeypatch.setattr(mg, "group_program", without_activation)
+    caplog.set_level(logging.INFO, LOGGER)
+    torch.manual_seed(0)
+    model, x = MLP(act=F.relu).eval(), torch.randn(8, 64)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options=opts)
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"])
+    fc1 = next(g for g in groups.values() if g["workload"] == "matmul:8x256x64:f32")
+    assert fc1["fuse"] is False and "differs from eager" in fc1["fuse_reason"]
+    fc2 = next(g for g in groups.values() if g["workload"] == "matmul:8x64x256:f32")
+    assert fc2["fuse"] is True          # bias only: nothing dropped, the check passes
+
+
+@pytest.mark.slow
+def test_max_autotune_times_fused_against_unfused(opts):
+    torch.manual_seed(0)
+    model, x = MLP(32, 64, 32, F.relu).eval(), torch.randn(8, 32)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise",
+                                 options={**opts, "mode": "max-autotune", "trials": 2, "threads": 1})
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"]).values()
+    assert len(groups) == 2
+    for g in groups:
+        assert g["fused_s"] > 0 and g["unfused_s"] > 0
+        assert g["fuse"] is (g["fused_s"] <= g["unfused_s"])
+
+
+def test_odd_shapes_and_uneven_thread_splits_are_fused(opts):
+    """Tiles that do not divide, and threads that do not divide a dim (ragged thread tiles)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(100, 96), nn.SiLU(), nn.Linear(96, 50), nn.Tanh()).eval()
+    x = torch.randn(33, 100)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options={**opts, "threads": 2})
+        assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"]).values()
+    assert len(groups) == 2 and all(g["fuse"] is True for g in groups)
+
+
+def test_check_does_not_run_stateful_ops_again(opts):
+    """The compile-time check must not update a BatchNorm's running stats an extra time."""
+    import copy
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Linear(16, 16), nn.ReLU())
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options=opts)
+        for _ in range(2):
+            assert rel_error(compiled(x), twin(x)) <= 1e-4
+    assert model[1].num_batches_tracked.item() == twin[1].num_batches_tracked.item() == 2
+    assert rel_error(model[1].running_mean, twin[1].running_mean) <= 1e-5
+    assert any(g["fuse"] for g in _plan_groups(opts["cache"]).values())
