@@ -1,7 +1,8 @@
 """The ``fuse`` knob of a fusion group: its epilogue inside the anchor's MLIR kernel, or not.
 
 ``fuse: true``: the group is imported through the torch-mlir FX importer and compiled as one kernel
-with the epilogue fused into the anchor's tiles (``mlir_group.py``); ``fuse: false``: the anchor's
+with the epilogue fused into the anchor's tiles (``mlir_group.py``; conv groups: ``mlir_conv.py``);
+``fuse: false``: the anchor's
 kernel writes its output and the epilogue runs as in-place torch ops on it (``runtime.py``).
 
 Decision (recorded in the group's plan entry beside its schedule: ``"fuse"``, ``"fuse_reason"``):
@@ -39,15 +40,24 @@ class FusedRunner(GroupRunner):
 
     def __init__(self, spec: dict[str, Any], prog: dict[str, Any], kernel, reuse_output: bool = False):
         super().__init__(spec, kernel, prog["out_shape"], reuse_output=reuse_output)
-        self.extra = [(int(i), tuple(s)) for i, s in prog["extra"]]
+        # (input index, kernel shape[, how a conv kernel reads it: "channel" or "nchw"])
+        self.extra = [(int(e[0]), tuple(e[1]), e[2] if len(e) > 2 else None) for e in prog["extra"]]
         self.final_shape = tuple(prog["final_shape"])
+        self.conv = self.anchor == "conv2d"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        a, b = self._operand("a", inputs), self._operand("b", inputs)
-        extra = [inputs[i].contiguous().reshape(s) for i, s in self.extra]
+        if self.conv:       # NHWC activation, HWCF filter, NHWC output seen as its NCHW view
+            from tilewise.frontends.torch_backend.mlir_conv import extra_operand
+            a, b = self._operand("x", inputs), self._operand("w", inputs)
+            extra = [extra_operand(inputs[i], s, how) for i, s, how in self.extra]
+        else:
+            a, b = self._operand("a", inputs), self._operand("b", inputs)
+            extra = [inputs[i].contiguous().reshape(s) for i, s, _ in self.extra]
         out = self._buffer if self._buffer is not None else torch.empty(self.out_shape, dtype=torch.float32)
         descs = [_descriptor(t) for t in (a, b, *extra, out)]
         self._fn(*[ctypes.addressof(d) for d in descs])
+        if self.conv:
+            return out.permute(0, 3, 1, 2)
         return out if self.final_shape == self.out_shape else out.view(self.final_shape)
 
 

@@ -20,6 +20,9 @@ consumers).  ``prepare`` turns it into the kernel form the tilewise pipeline run
 with the contraction and fill fused into each tile, bufferize, and inside each tile the contraction
 gets the rest of its schedule unchanged (k tile, B-panel promotion, register tile, vectorization,
 k-unroll) while the epilogue runs over the tile, still in L1, row by row in vectors.
+
+Conv2d groups take the same path with their own program, layout rewrite and schedule
+(``mlir_conv.py``: NHWC activation, HWCF filter, ``linalg.conv_2d_nhwc_hwcf``).
 """
 from __future__ import annotations
 
@@ -55,11 +58,15 @@ def _anchor_out_shape(spec: dict[str, Any]) -> tuple[int, ...]:
 def group_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
     """How the fused kernel is called: ``{"extra": [(input index, kernel shape)], "out_shape",
     "final_shape", "steps"}`` -- the epilogue's tensor inputs, reshaped into the anchor's output
-    domain (its logical shape may be a view of it).  Raises NotFusable."""
-    if spec["anchor"] not in ("matmul", "batch_matmul"):
-        raise NotFusable(f"{spec['anchor']} groups are not fused yet (unfused kernel + eager epilogue)")
+    domain (its logical shape may be a view of it).  A conv group's program is
+    ``mlir_conv.conv_program``'s (NHWC domain).  Raises NotFusable."""
+    if spec["anchor"] not in ("matmul", "batch_matmul", "conv2d"):
+        raise NotFusable(f"{spec['anchor']} groups are not fused (unfused kernel + eager epilogue)")
     if not any(st["op"] != "view" for st in spec["epilogue"]):
         raise NotFusable("no elementwise epilogue to fuse")
+    if spec["anchor"] == "conv2d":
+        from tilewise.frontends.torch_backend.mlir_conv import conv_program
+        return conv_program(spec, input_shapes)
     dom = _anchor_out_shape(spec)
     cur = dom
     extra: list[tuple[int, tuple[int, ...]]] = []
@@ -99,6 +106,28 @@ def group_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -
     return {"extra": extra, "out_shape": dom, "final_shape": cur, "steps": steps}
 
 
+def apply_steps(y, steps: list[dict[str, Any]], extra: Sequence[Any]):
+    """The epilogue ``steps`` on ``y`` (torch ops; the FX importer turns them into generics)."""
+    for st in steps:
+        if st["op"] == "unary":
+            if st["name"] == "gelu":
+                y = torch.nn.functional.gelu(y, approximate=st.get("approximate", "none"))
+            else:
+                y = getattr(torch.nn.functional if st["name"] == "silu" else torch, st["name"])(y)
+            continue
+        other = extra[st["slot"]] if "slot" in st else st["scalar"]
+        name, alpha = st.get("name", "add"), st.get("alpha", 1)
+        if st["op"] == "bias" or name == "add":
+            y = y + other * alpha if alpha != 1 else y + other
+        elif name == "sub":
+            y = y - other * alpha if alpha != 1 else y - other
+        elif name == "mul":
+            y = y * other
+        else:
+            y = y / other
+    return y
+
+
 class _Program(torch.nn.Module):
     """``epilogue(a @ b)`` of the kernel's arguments, in the anchor's output domain."""
 
@@ -107,29 +136,14 @@ class _Program(torch.nn.Module):
         self.steps, self.batch = steps, batch
 
     def forward(self, a, b, *extra):
-        y = torch.bmm(a, b) if self.batch else torch.mm(a, b)
-        for st in self.steps:
-            if st["op"] == "unary":
-                if st["name"] == "gelu":
-                    y = torch.nn.functional.gelu(y, approximate=st.get("approximate", "none"))
-                else:
-                    y = getattr(torch.nn.functional if st["name"] == "silu" else torch, st["name"])(y)
-                continue
-            other = extra[st["slot"]] if "slot" in st else st["scalar"]
-            name, alpha = st.get("name", "add"), st.get("alpha", 1)
-            if st["op"] == "bias" or name == "add":
-                y = y + other * alpha if alpha != 1 else y + other
-            elif name == "sub":
-                y = y - other * alpha if alpha != 1 else y - other
-            elif name == "mul":
-                y = y * other
-            else:
-                y = y / other
-        return y
+        return apply_steps(torch.bmm(a, b) if self.batch else torch.mm(a, b), self.steps, extra)
 
 
 def _arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[tuple[int, ...]]:
     from tilewise.ir.workload import Workload
+    if spec["anchor"] == "conv2d":
+        from tilewise.frontends.torch_backend.mlir_conv import conv_arg_shapes
+        return conv_arg_shapes(spec, prog)
     d = Workload.parse(spec["workload"]).loop_dims
     pre = (d["b"],) if "b" in d else ()
     return [pre + (d["m"], d["k"]), pre + (d["k"], d["n"])] + [s for _, s in prog["extra"]]
@@ -140,7 +154,11 @@ def import_group(spec: dict[str, Any], prog: dict[str, Any]):
     from torch_mlir import fx as tfx
     shapes = _arg_shapes(spec, prog)
     example = [torch.zeros(s, dtype=torch.float32) for s in shapes]
-    module = _Program(prog["steps"], spec["anchor"] == "batch_matmul").eval()
+    if spec["anchor"] == "conv2d":
+        from tilewise.frontends.torch_backend.mlir_conv import ConvProgram
+        module = ConvProgram(prog["steps"], prog["stride"], prog["pad"]).eval()
+    else:
+        module = _Program(prog["steps"], spec["anchor"] == "batch_matmul").eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)     # torch.export's own deprecation notices
         return tfx.export_and_import(module, *example, output_type="linalg-on-tensors", func_name="kernel")
@@ -194,10 +212,21 @@ def _replace_erf(module) -> None:
         op.erase()
 
 
-def prepare(module) -> list[str]:
+def prepare(module, conv: dict[str, int] | None = None) -> list[str]:
     """Rewrite the imported module into the kernel form (module docstring); returns the linalg op
-    names left, in order.  Raises NotFusable when the shape is not fill -> contraction -> generic."""
+    names left, in order.  ``conv`` (``{"pad", "stride"}``): the group is a conv's, first rewritten
+    into ``linalg.conv_2d_nhwc_hwcf`` on its NHWC/HWCF arguments (``mlir_conv.to_nhwc``), its
+    padding (fill + copy) ahead of the output's fill.  Raises NotFusable when the shape is not
+    fill -> contraction -> generic."""
     from torch_mlir import ir
+    prefix: list[str] = []
+    anchors = ("linalg.matmul", "linalg.batch_matmul")
+    if conv is not None:
+        from tilewise.frontends.torch_backend.mlir_conv import CONV_NHWC, to_nhwc
+        with module.context, ir.Location.unknown():
+            to_nhwc(module, conv["pad"], conv["stride"])
+        _run_passes(module, "builtin.module(func.func(canonicalize,cse))")
+        prefix, anchors = (["linalg.fill", "linalg.copy"] if conv["pad"] else []), (CONV_NHWC,)
     _run_passes(module, "builtin.module(func.func(linalg-fuse-elementwise-ops,canonicalize,cse))")
     _run_passes(module, "builtin.module(func.func(math-expand-ops,canonicalize))")
     with module.context, ir.Location.unknown():
@@ -205,10 +234,10 @@ def prepare(module) -> list[str]:
         f = _func(module)
         ops = [op for op in _ops_of(f) if op.name.startswith("linalg.")]
         names = [op.name for op in ops]
-        if len(ops) != 3 or names[0] != "linalg.fill" or names[1] not in ("linalg.matmul", "linalg.batch_matmul") \
-                or names[2] != "linalg.generic":
+        if len(ops) != len(prefix) + 3 or names[:len(prefix)] != prefix or names[-3] != "linalg.fill" \
+                or names[-2] not in anchors or names[-1] != "linalg.generic":
             raise NotFusable(f"unexpected linalg ops after elementwise fusion: {names}")
-        fill, mm, gen = ops
+        fill, mm, gen = ops[-3:]
         ret = next(op for op in _ops_of(f) if op.name == "func.return")
         if ret.operands[0] != gen.results[0] or mm.operands[2] != fill.results[0]:
             raise NotFusable("the epilogue's result is not what the function returns")
@@ -412,12 +441,17 @@ def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library
         raise NotFusable("a reduced-precision schedule is not fused")
     module = import_group(spec, prog)
     imported = [o["op"] for o in linalg_ops(module)]
-    prepare(module)
+    is_conv = spec["anchor"] == "conv2d"
+    prepare(module, {"pad": prog["pad"], "stride": prog["stride"]} if is_conv else None)
     threads = int(s.get("threads", 1))
     with module.context, ir.Location.unknown():
         script = Script(module, consumes_root=True)
         try:
-            fused_schedule(script, w, s)
+            if is_conv:
+                from tilewise.frontends.torch_backend.mlir_conv import fused_conv_schedule
+                fused_conv_schedule(script, w, s)
+            else:
+                fused_schedule(script, w, s)
             script.finish()
         except NotFusable:
             raise

@@ -53,11 +53,39 @@ def test_importer_gives_the_graph_of_linalg_ops():
     assert [o["op"] for o in ops] == ["linalg.fill", "linalg.batch_matmul", "linalg.generic"]
 
 
-def test_conv_groups_keep_the_unfused_path():
+def _conv_spec(n, c, h, w, f, k, stride, pad, epilogue):
+    wl = f"conv2d_nhwc:{n}x{h}x{w}x{c},{k}x{k}x{c}x{f}:f32:pad={pad},stride={stride}"
+    return {"name": "g", "anchor": "conv2d", "workload": wl, "ops": [],
+            "operands": {"x": {"input": 0, "layout": "nhwc"}, "w": {"input": 1, "layout": "hwcf"}},
+            "epilogue": epilogue}
+
+
+def test_importer_gives_the_linalg_graph_of_a_conv_group():
+    """NCHW conv between transposes and a pad from the importer; rewritten into the tuned kernel's
+    conv_2d_nhwc_hwcf on the NHWC / HWCF arguments, the epilogue one generic on its NHWC result."""
     from tilewise.frontends.torch_backend import mlir_group as mg
-    spec = {"anchor": "conv2d", "workload": "conv2d_nhwc:1x8x8x3,3x3x3x4:f32:pad=1,stride=1",
-            "epilogue": [{"op": "unary", "name": "relu"}]}
-    with pytest.raises(mg.NotFusable, match="conv2d"):
+    spec = _conv_spec(1, 3, 8, 8, 4, 3, 2, 1, [{"op": "bias", "input": 2}, {"op": "unary", "name": "relu"}])
+    prog = mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3), (4,)])
+    assert prog["out_shape"] == (1, 4, 4, 4) and prog["final_shape"] == (1, 4, 4, 4)
+    module = mg.import_group(spec, prog)
+    ops = [o["op"] for o in mg.linalg_ops(module)]
+    assert ops == ["linalg.transpose", "linalg.transpose", "linalg.fill", "linalg.conv_2d_nchw_fchw",
+                   "linalg.transpose", "linalg.generic", "linalg.generic"]
+    assert "tensor.pad" in str(module)
+    names = mg.prepare(module, {"pad": prog["pad"], "stride": prog["stride"]})
+    assert names == ["linalg.fill", "linalg.copy", "linalg.fill", "linalg.conv_2d_nhwc_hwcf", "linalg.generic"]
+    text = str(module)
+    assert "linalg.transpose" not in text and "tensor.pad" not in text and "strides = dense<2>" in text
+    assert "func.func @kernel(%arg0: tensor<1x8x8x3xf32>, %arg1: tensor<3x3x3x4xf32>, %arg2: tensor<4xf32>, " \
+           "%arg3: tensor<1x4x4x4xf32>)" in text
+    # no padding: no scratch buffer, the conv reads the argument itself
+    spec = _conv_spec(1, 3, 8, 8, 4, 3, 1, 0, [{"op": "unary", "name": "relu"}])
+    module = mg.import_group(spec, mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3)]))
+    assert mg.prepare(module, {"pad": 0, "stride": 1}) == ["linalg.fill", "linalg.conv_2d_nhwc_hwcf",
+                                                          "linalg.generic"]
+    # a view inside a conv epilogue keeps the unfused path
+    spec = _conv_spec(1, 3, 8, 8, 4, 3, 1, 1, [{"op": "view", "shape": [1, 256]}, {"op": "unary", "name": "relu"}])
+    with pytest.raises(mg.NotFusable, match="view"):
         mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3)])
 
 
@@ -76,6 +104,47 @@ def test_fused_linear_activation_matches_eager(act, threads, tmp_path):
     torch.manual_seed(0)
     x, w, b = torch.randn(m, k), torch.randn(k, n), torch.randn(n)
     assert rel_error(runner(x, w, b), getattr(F, act)(x @ w + b)) <= 1e-4
+
+
+@pytest.mark.parametrize("stride,pad,threads", [(1, 1, 1), (2, 1, 1), (1, 0, 2), (2, 0, 2), (1, 1, 2)])
+def test_fused_conv_bias_relu_matches_eager(stride, pad, threads, tmp_path):
+    from tilewise.frontends.torch_backend import mlir_group as mg
+    from tilewise.frontends.torch_backend.fused import FusedRunner
+    from tilewise.ir.schedule import Schedule
+    n, c, h, w, f = 2, 8, 12, 11, 24
+    spec = _conv_spec(n, c, h, w, f, 3, stride, pad, [{"op": "bias", "input": 2}, {"op": "unary", "name": "relu"}])
+    prog = mg.group_program(spec, [(n, c, h, w), (f, c, 3, 3), (f,)])
+    # a cache tile (oh 2, ow 4, f 12), a register tile that does not divide ow, 4 channels a step
+    s = Schedule(tile=[2, 4, 12, 0], reg_tile=[3, 8], c_tile=4, vectorize=True, threads=threads,
+                 parallel_dim="oh" if stride == 1 else "f", precision="f32")
+    runner = FusedRunner(spec, prog, mg.load_fused(spec, prog, s, str(tmp_path)))
+    torch.manual_seed(0)
+    x, wt, b = torch.randn(n, c, h, w), torch.randn(f, c, 3, 3), torch.randn(f)
+    ref = F.relu(F.conv2d(x, wt, b, stride=stride, padding=pad))
+    got = runner(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), wt, b)
+    assert got.shape == ref.shape and rel_error(got, ref) <= 1e-4
+
+
+def test_fused_conv_with_a_residual_and_gelu_matches_eager(tmp_path):
+    """An NCHW tensor in the epilogue (a residual) is passed in the kernel's NHWC domain."""
+    from tilewise.frontends.torch_backend import mlir_group as mg
+    from tilewise.frontends.torch_backend.fused import FusedRunner
+    from tilewise.ir.schedule import Schedule
+    n, c, h, w, f = 1, 4, 9, 9, 16
+    epi = [{"op": "bias", "input": 2}, {"op": "unary", "name": "gelu", "approximate": "none"},
+           {"op": "binary", "name": "add", "alpha": 1, "input": 3},
+           {"op": "binary", "name": "mul", "alpha": 1, "input": 4}]
+    spec = _conv_spec(n, c, h, w, f, 3, 1, 1, epi)
+    prog = mg.group_program(spec, [(n, c, h, w), (f, c, 3, 3), (f,), (n, f, h, w), (f, 1, 1)])
+    assert [e[2] for e in prog["extra"]] == ["channel", "nchw", "nchw"]
+    s = Schedule(tile=[0, 0, 0, 0], reg_tile=[4, 16], c_tile=1, vectorize=True, threads=1, parallel_dim="oh",
+                 precision="f32")
+    runner = FusedRunner(spec, prog, mg.load_fused(spec, prog, s, str(tmp_path)))
+    torch.manual_seed(0)
+    x, wt, b = torch.randn(n, c, h, w), torch.randn(f, c, 3, 3), torch.randn(f)
+    res, scale = torch.randn(n, f, h, w), torch.randn(f, 1, 1)
+    ref = (F.gelu(F.conv2d(x, wt, b, padding=1)) + res) * scale
+    assert rel_error(runner(x, wt, b, res, scale), ref) <= 1e-4
 
 
 class MLP(nn.Module):
@@ -207,3 +276,58 @@ def test_check_does_not_run_stateful_ops_again(opts):
     assert model[1].num_batches_tracked.item() == twin[1].num_batches_tracked.item() == 2
     assert rel_error(model[1].running_mean, twin[1].running_mean) <= 1e-5
     assert any(g["fuse"] for g in _plan_groups(opts["cache"]).values())
+
+
+class SmallCNN(nn.Module):
+    """As in test_torch_backend.py: two conv + bias + ReLU groups (then pooling) and a linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1, stride=1)
+        self.fc = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = F.avg_pool2d(F.relu(self.c2(x)), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnn_runs_its_conv_groups_fused(threads, opts, tmp_path, caplog):
+    from tilewise.profiling.model_trace import ModelTrace
+    caplog.set_level(logging.INFO, LOGGER)
+    torch.manual_seed(0)
+    model, x = SmallCNN().eval(), torch.randn(2, 3, 16, 16)
+    trace = tmp_path / "trace.json"
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options={**opts, "trace": str(trace), "threads": threads})
+        for _ in range(2):
+            assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"])
+    convs = [g for g in groups.values() if g["workload"].startswith("conv2d_nhwc")]
+    assert len(convs) == 2 and all(g["fuse"] is True and g["schedule"] for g in convs)
+    kernels = [k for k in ModelTrace.load(trace).kernels if k.kind == "kernel"]
+    conv_k = [k for k in kernels if k.ops[0] == "aten.convolution"]
+    assert len(conv_k) == 2 and all(k.schedule["fuse"] is True and "aten.relu" in k.ops for k in conv_k)
+    assert any("3 with the epilogue inside the MLIR kernel" in r.getMessage() for r in caplog.records)
+
+
+def test_failed_conv_layout_rewrite_falls_back(opts, monkeypatch, caplog):
+    from tilewise.frontends.torch_backend import mlir_conv
+
+    def broken(*a, **k):
+        raise RuntimeError("no NHWC conv here")
+    monkeypatch.setattr(mlir_conv, "to_nhwc", broken)
+    caplog.set_level(logging.INFO, LOGGER)
+    torch.manual_seed(0)
+    model, x = SmallCNN().eval(), torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options=opts)
+        for _ in range(2):
+            assert rel_error(compiled(x), model(x)) <= 1e-4
+    groups = _plan_groups(opts["cache"]).values()
+    convs = [g for g in groups if g["workload"].startswith("conv2d_nhwc")]
+    assert len(convs) == 2 and all(g["fuse"] is False and "no NHWC conv here" in g["fuse_reason"] for g in convs)
+    assert [g["fuse"] for g in groups if g["workload"].startswith("matmul")] == [True]
+    lines = [r for r in caplog.records if "epilogue not fused" in r.getMessage()]
+    assert len(lines) == 2 and all(r.levelno == logging.WARNING for r in lines)
