@@ -162,17 +162,9 @@ class PostgresStore(SqlRecordReads, RecordStore):
                         raise StoreError(f"record store {self.path}: {' '.join(str(e).split())}") from None
                     self._conn = None          # the server closed the connection: reconnect and retry
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn, self._closed = None, True
-
     # -- writes ----------------------------------------------------------------------------------
     def append(self, records: Iterable[Record]) -> int:
-        rows = [(*r.keys, r.workload.op, str(r.workload), r.measurement.status,
-                 r.measurement.median_s if r.measurement.times_s else None, r.timestamp, r.dumps())
-                for r in records]
+        rows = self._record_rows(records)
         if not rows:
             return 0
         columns = [list(c) for c in zip(*rows)]

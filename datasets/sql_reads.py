@@ -1,15 +1,17 @@
-"""The read half of the :class:`RecordStore` contract, written once for every SQL backend.
+"""What SQL record stores share: the read half of the :class:`RecordStore` contract, the row each
+record becomes, and closing — written once for every SQL backend.
 
 SQLite and PostgreSQL stores keep records in one table with the same columns (``id``,
 ``workload_key``, ``target_key``, ``schedule_key``, ``status``, ``median_s``, ``record``); they
 differ in the table's name and the parameter placeholder (``?`` vs ``%s``).  A backend mixes in
 :class:`SqlRecordReads`, sets ``TABLE`` and ``PARAM``, and implements ``_rows(sql, args)``
-(its own locking and reconnection).  Queries here are written with ``?`` placeholders and
-``{t}`` for the table.
+(its own locking and reconnection) over ``_lock``/``_conn``/``_pid``/``_closed``.  Queries here are
+written with ``?`` placeholders and ``{t}`` for the table.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Iterator
+import os
+from typing import ClassVar, Iterable, Iterator
 
 from tilewise.datasets.record import Record, workload_key
 from tilewise.ir.schedule import Schedule
@@ -26,6 +28,19 @@ class SqlRecordReads:
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         raise NotImplementedError
+
+    @staticmethod
+    def _record_rows(records: Iterable[Record]) -> list[tuple]:
+        """(workload_key, target_key, schedule_key, op, workload, status, median_s, timestamp, JSON)."""
+        return [(*r.keys, r.workload.op, str(r.workload), r.measurement.status,
+                 r.measurement.median_s if r.measurement.times_s else None, r.timestamp, r.dumps())
+                for r in records]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()      # a forked child never closes its parent's connection
+            self._conn, self._closed = None, True
 
     def _select(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._rows(sql.replace("{t}", self.TABLE).replace("?", self.PARAM), args)

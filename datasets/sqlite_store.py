@@ -184,17 +184,9 @@ class SQLiteStore(SqlRecordReads, RecordStore):
         if "tuning_runs" not in tables:
             conn.execute(_RUNS_SCHEMA)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn, self._closed = None, True
-
     # -- writes ----------------------------------------------------------------------------------
     def append(self, records: Iterable[Record]) -> int:
-        rows = [(*r.keys, r.workload.op, str(r.workload), r.measurement.status,
-                 r.measurement.median_s if r.measurement.times_s else None, r.timestamp, r.dumps())
-                for r in records]
+        rows = self._record_rows(records)
         if not rows:
             return 0
         with self._lock:

@@ -345,8 +345,7 @@ def fusion_tiles(w, s: Schedule) -> tuple[list[int], int]:
 
 def fused_schedule(script, w, s: Schedule) -> None:
     """The anchor's schedule with the epilogue as the root being tiled (module docstring)."""
-    from tilewise.ir.dtypes import DTYPES
-    from tilewise.ir.ops.matmul import thread_grid
+    from tilewise.ir.ops.matmul import register_tile_and_vectorize, thread_grid
     batch = "b" in w.loop_dims
     pre = [1] if batch else []
     rank = len(pre) + 2
@@ -391,20 +390,7 @@ def fused_schedule(script, w, s: Schedule) -> None:
     script.peel(loops)
     script.canonicalize(f)
     mm = script.match(op_name, f)
-    mr, nr = s.get("reg_tile", (1, 1))
-    mm, loops = script.tile(mm, pre + [mr, nr, 1])
-    script.peel(loops[len(pre):len(pre) + 2])
-    script.canonicalize(f)
-    if s.get("promote", False):
-        script.hoist_buffers(f)
-    if not s.get("vectorize", True):
-        return
-    fv = script.vectorize(f)
-    fh = script.hoist_vector_transfers(fv)
-    script.lower_vectors(fh)
-    unroll = int(s.get("unroll", 1))
-    if unroll > 1 and DTYPES[w.dtype].is_float:
-        script.unroll_loops_of(script.match("vector.fma", fh), unroll)
+    register_tile_and_vectorize(script, f, mm, pre, s, w.dtype)
 
 
 def _tile_and_fuse(script, root, sizes: list[int]) -> None:

@@ -176,21 +176,28 @@ class _Contraction(OpKind):
             script.peel(loops)
             script.canonicalize(f)
             mm = script.match(f"linalg.{self.linalg_op}", f)
-        mr, nr = s.get("reg_tile", (1, 1))
-        mm, loops = script.tile(mm, pre + [mr, nr, 1])
-        script.peel(loops[len(pre):len(pre) + 2])
-        script.canonicalize(f)
-        if s.get("promote", False):
-            script.hoist_buffers(f)
-        if not s.get("vectorize", True):
-            return
-        fv = script.vectorize(f)
-        fh = script.hoist_vector_transfers(fv)
-        script.lower_vectors(fh)
-        unroll = int(s.get("unroll", 1))
-        if unroll > 1 and DTYPES[w.dtype].is_float:
-            script.unroll_loops_of(script.match("vector.fma", fh), unroll)
+        register_tile_and_vectorize(script, f, mm, pre, s, w.dtype)
 
+
+
+def register_tile_and_vectorize(script, f, mm, pre: list[int], s, dtype: str) -> None:
+    """The inner end of a contraction schedule, shared with the fused kernels of the torch backend:
+    the ``reg_tile`` (mr, nr) register tile with its remainders peeled, promoted buffers hoisted,
+    then vectorization, hoisted transfers, the vector lowering and the ``unroll`` of the k loop."""
+    mr, nr = s.get("reg_tile", (1, 1))
+    mm, loops = script.tile(mm, pre + [mr, nr, 1])
+    script.peel(loops[len(pre):len(pre) + 2])
+    script.canonicalize(f)
+    if s.get("promote", False):
+        script.hoist_buffers(f)
+    if not s.get("vectorize", True):
+        return
+    fv = script.vectorize(f)
+    fh = script.hoist_vector_transfers(fv)
+    script.lower_vectors(fh)
+    unroll = int(s.get("unroll", 1))
+    if unroll > 1 and DTYPES[dtype].is_float:
+        script.unroll_loops_of(script.match("vector.fma", fh), unroll)
 
 @register("matmul")
 class Matmul(_Contraction):
