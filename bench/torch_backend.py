@@ -160,12 +160,14 @@ def worker(args) -> dict:
 
 
 # --- driver -----------------------------------------------------------------------------------------
-def run_worker(model, size, threads, cache, extra, timeout=900) -> dict:
+def run_worker(model, size, threads, cache, extra, timeout=900, omp_wait_policy=None) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--model", model, "--size", size, "--threads", str(threads),
            "--cache", cache] + extra
     # Inductor's compile cache lives beside tilewise's: the first worker of a config compiles both
     # cold, the second (compile-only) finds tilewise's cache
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor")}
+    if omp_wait_policy:       # the same for every implementation in the worker: eager, Inductor, tilewise
+        env["OMP_WAIT_POLICY"] = omp_wait_policy
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode:
         return {"model": model, "size": size, "threads": threads,
@@ -193,6 +195,10 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--compare-fuse", action="store_true",
                     help="also time tilewise with fuse=False and print the unfused/fused latency ratio")
+    ap.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"], default=None,
+                    help="OMP_WAIT_POLICY of the worker processes (all implementations alike); torch's "
+                         "libgomp spins between ops by default and takes the cores from tilewise's "
+                         "multi-threaded kernels")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -210,12 +216,14 @@ def main(argv=None):
         for size in args.sizes.split(","):
             for threads in [int(t) for t in args.threads.split(",")]:
                 with tempfile.TemporaryDirectory() as cache:
-                    r = run_worker(model, size, threads, cache, extra)
+                    r = run_worker(model, size, threads, cache, extra, omp_wait_policy=args.omp_wait_policy)
                     if "error" not in r:
-                        again = run_worker(model, size, threads, cache, ["--compile-only"])
+                        again = run_worker(model, size, threads, cache, ["--compile-only"],
+                                           omp_wait_policy=args.omp_wait_policy)
                         r["tilewise_cached_compile_s"] = again.get("tilewise_compile_s")
                 rows.append(r)
                 print(json.dumps(r), file=sys.stderr, flush=True)
+    print(f"OMP_WAIT_POLICY of the workers: {args.omp_wait_policy or os.environ.get('OMP_WAIT_POLICY') or 'unset (libgomp default: spin)'}")
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:

@@ -128,6 +128,7 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     """[(group, {"runner": GroupRunner | None, "plan": json entry})] -- schedules chosen, kernels loaded."""
     from tilewise.ir.workload import Workload
     threads = opts.resolved_threads()
+    kernels.warn_if_torch_threads_spin(threads)
     store = None
     decided = []
     try:
