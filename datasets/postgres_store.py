@@ -74,9 +74,6 @@ ORDER BY ord
 ON CONFLICT (workload_key, target_key, schedule_key) DO NOTHING
 """
 
-# Connections inherited across fork are never closed by the child: closing one would end the
-# parent's session on the shared socket.  They are parked here for the life of the process.
-_INHERITED: list = []
 
 
 def redact(url: str) -> str:
@@ -107,11 +104,7 @@ class PostgresStore(SqlRecordReads, RecordStore):
     # -- connection ------------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection:
         """The open connection (called with ``_lock`` held); reconnects after fork or a lost one."""
-        if self._closed:
-            raise StoreError(f"record store {self.path} is closed")
-        if self._conn is not None and self._pid != os.getpid():
-            _INHERITED.append(self._conn)
-            self._conn, self._pid = None, os.getpid()
+        self._live_connection()
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
         if self._conn is None:

@@ -13,11 +13,17 @@ from __future__ import annotations
 import os
 from typing import ClassVar, Iterable, Iterator
 
+from tilewise.datasets.base import StoreError
 from tilewise.datasets.record import Record, workload_key
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.measure import STATUSES
 from tilewise.profiling.target import Target
+
+# Connections inherited across fork are never closed by the child: closing one could checkpoint or
+# unlink the parent's SQLite WAL, or end the parent's PostgreSQL session on the shared socket.  They
+# are parked here for the life of the process instead.
+_INHERITED: list = []
 
 PAGE = 500    # records per page of iter(): no cursor stays open across yields
 
@@ -35,6 +41,16 @@ class SqlRecordReads:
         return [(*r.keys, r.workload.op, str(r.workload), r.measurement.status,
                  r.measurement.median_s if r.measurement.times_s else None, r.timestamp, r.dumps())
                 for r in records]
+
+    def _live_connection(self):
+        """The open connection of this process, or None (``_lock`` held): raises once closed; one
+        inherited across fork is parked, never used or closed, and the child reconnects."""
+        if self._closed:
+            raise StoreError(f"record store {self.path} is closed")
+        if self._conn is not None and self._pid != os.getpid():
+            _INHERITED.append(self._conn)
+            self._conn, self._pid = None, os.getpid()
+        return self._conn
 
     def close(self) -> None:
         with self._lock:

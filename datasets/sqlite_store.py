@@ -70,9 +70,6 @@ _RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS tuning_runs (
     id INTEGER PRIMARY KEY, workload_key TEXT NOT NULL, target_key TEXT NOT NULL,
     created REAL NOT NULL, run TEXT NOT NULL)"""
 
-# Connections inherited across fork are never closed by the child: closing one could checkpoint
-# or unlink the parent's WAL.  They are parked here for the life of the process instead.
-_INHERITED: list[sqlite3.Connection] = []
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -110,11 +107,7 @@ class SQLiteStore(SqlRecordReads, RecordStore):
             raise StoreError(f"{self.path} is not a tilewise record store: it is not an SQLite database")
 
     def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError(f"record store {self.path} is closed")
-        if self._conn is not None and self._pid != os.getpid():
-            _INHERITED.append(self._conn)
-            self._conn, self._pid = None, os.getpid()
+        self._live_connection()
         if self._conn is None:
             # Switching a fresh file to WAL and creating the schema take locks for which SQLite
             # does not always call the busy handler (a writer racing another's first open gets

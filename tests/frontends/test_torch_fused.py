@@ -14,6 +14,8 @@ import torch.nn.functional as F  # noqa: E402
 pytestmark = pytest.mark.jit
 LOGGER = "tilewise.torch_backend"
 
+from .test_torch_backend import SmallCNN  # noqa: E402  (two conv + bias + ReLU groups, pooling, a linear)
+
 
 def rel_error(a, b) -> float:
     return float((a.double() - b.double()).norm() / max(b.double().norm(), 1e-30))
@@ -276,20 +278,6 @@ def test_check_does_not_run_stateful_ops_again(opts):
     assert model[1].num_batches_tracked.item() == twin[1].num_batches_tracked.item() == 2
     assert rel_error(model[1].running_mean, twin[1].running_mean) <= 1e-5
     assert any(g["fuse"] for g in _plan_groups(opts["cache"]).values())
-
-
-class SmallCNN(nn.Module):
-    """As in test_torch_backend.py: two conv + bias + ReLU groups (then pooling) and a linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1, stride=1)
-        self.fc = nn.Linear(32 * 4 * 4, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.c1(x)), 2)
-        x = F.avg_pool2d(F.relu(self.c2(x)), 2)
-        return self.fc(torch.flatten(x, 1))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
