@@ -155,17 +155,24 @@ def load_kernel(w: Workload, s: Schedule, cache_dir: str | None):
     from tilewise.ir.compiler import LibraryKernel, compile, compile_to_shared_library
     if cache_dir is None:
         return compile(w, s)
+    path = cached_library(cache_dir, kernel_key(w, s) + ".so", lambda tmp: compile_to_shared_library(w, s, tmp))
+    return LibraryKernel(path, w.kind.args(w, s.get("precision", w.dtype)))
+
+
+def cached_library(cache_dir: str, name: str, build) -> str:
+    """``<cache_dir>/kernels/<name>``, built by ``build(path)`` when missing: into a temporary file
+    renamed into place (a crash or a concurrent process never sees half a library); builds serialized."""
     folder = os.path.join(cache_dir, "kernels")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, kernel_key(w, s) + ".so")
+    path = os.path.join(folder, name)
     if not os.path.exists(path):
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
         os.close(fd)
         try:
             with _LOCK:
-                compile_to_shared_library(w, s, tmp)
+                build(tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    return LibraryKernel(path, w.kind.args(w, s.get("precision", w.dtype)))
+    return path

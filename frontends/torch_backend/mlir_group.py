@@ -31,7 +31,6 @@ import hashlib
 import math
 import os
 import tempfile
-import threading
 import warnings
 from typing import Any, Sequence
 
@@ -39,7 +38,6 @@ import torch
 
 from tilewise.ir.schedule import Schedule
 
-_LOCK = threading.Lock()
 aten = torch.ops.aten
 
 
@@ -302,19 +300,11 @@ def _in_place(gen, acc, uses: list[int], n_in: int) -> None:
 def fusion_tiles(w, s: Schedule) -> tuple[list[int], int]:
     """(tile sizes of the epilogue's loops at the cache tile, the tile's n extent); raises NotFusable when
     the schedule's tiles do not divide the output (fused tiles must be static)."""
-    from tilewise.ir.ops.matmul import thread_grid
+    from tilewise.ir.ops.matmul import thread_split
     d = w.loop_dims
     m, n = d["m"], d["n"]
-    threads = int(s.get("threads", 1))
-    tm, tn = 1, 1
-    if threads > 1:
-        pdim = s.get("parallel_dim", "n")
-        if pdim == "mn":
-            tm, tn = thread_grid(threads)
-        elif pdim == "m":
-            tm = threads
-        elif pdim == "n":
-            tn = threads
+    split = thread_split(int(s.get("threads", 1)), s.get("parallel_dim", "n"))
+    tm, tn = split.get("m", 1), split.get("n", 1)
     # a thread's tile; where the threads do not divide a dim its tiles differ in size (dynamic):
     # that dim is then not tiled further (below)
     ragged_m, ragged_n = m % tm != 0, n % tn != 0
@@ -345,7 +335,7 @@ def fusion_tiles(w, s: Schedule) -> tuple[list[int], int]:
 
 def fused_schedule(script, w, s: Schedule) -> None:
     """The anchor's schedule with the epilogue as the root being tiled (module docstring)."""
-    from tilewise.ir.ops.matmul import register_tile_and_vectorize, thread_grid
+    from tilewise.ir.ops.matmul import register_tile_and_vectorize, thread_split
     batch = "b" in w.loop_dims
     pre = [1] if batch else []
     rank = len(pre) + 2
@@ -357,15 +347,10 @@ def fused_schedule(script, w, s: Schedule) -> None:
     root = script.match("linalg.generic", f)
     threads = int(s.get("threads", 1))
     if threads > 1:
+        split = thread_split(threads, s.get("parallel_dim", "n"))
         dims = (["b"] if batch else []) + ["m", "n"]
-        nt = [0] * rank
-        pdim = s.get("parallel_dim", "n")
-        if pdim == "mn":
-            nt[dims.index("m")], nt[dims.index("n")] = thread_grid(threads)
-        else:
-            nt[dims.index(pdim)] = threads
-        root, forall = script.tile_forall(root, nt)
-        for producer in ("linalg.matmul" if not batch else "linalg.batch_matmul", "linalg.fill"):
+        root, forall = script.tile_forall(root, [split.get(d, 0) for d in dims])
+        for producer in (op_name, "linalg.fill"):
             _, forall = script.fuse_into(script.match(producer, f), forall)
     _tile_and_fuse(script, root, sizes)
     script.canonicalize(f)          # the unfused originals are dead now
@@ -479,17 +464,7 @@ def load_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_di
     from tilewise.ir.ops.base import ArgSpec
     shapes = _arg_shapes(spec, prog)
     specs = [ArgSpec(tuple(x), "f32") for x in shapes] + [ArgSpec(tuple(prog["out_shape"]), "f32", True)]
-    folder = os.path.join(cache_dir if cache_dir is not None else _scratch_dir(), "kernels")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "fused-" + fused_key(spec, prog, s) + ".so")
-    if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
-        os.close(fd)
-        try:
-            with _LOCK:
-                build_fused(spec, prog, s, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    from tilewise.frontends.torch_backend.kernels import cached_library
+    path = cached_library(cache_dir if cache_dir is not None else _scratch_dir(),
+                          "fused-" + fused_key(spec, prog, s) + ".so", lambda tmp: build_fused(spec, prog, s, tmp))
     return LibraryKernel(path, specs)

@@ -35,6 +35,17 @@ def thread_grid(threads: int) -> tuple[int, int]:
     return tm, threads // tm
 
 
+def thread_split(threads: int, parallel_dim: str) -> dict[str, int]:
+    """Threads per loop dim of a contraction schedule's ``threads``/``parallel_dim`` ("b", "m", "n"
+    or the "mn" grid of :func:`thread_grid`); dims not split are absent (empty for one thread)."""
+    if threads <= 1:
+        return {}
+    if parallel_dim == "mn":
+        tm, tn = thread_grid(threads)
+        return {"m": tm, "n": tn}
+    return {parallel_dim: threads}
+
+
 #: largest B panel a schedule may promote into a stack buffer (OpenMP worker stacks are 4 MiB)
 MAX_PANEL_BYTES = 512 * 1024
 
@@ -151,14 +162,9 @@ class _Contraction(OpKind):
         threads = int(s.get("threads", 1))
         rank = len(pre) + 2
         if threads > 1:
+            split = thread_split(threads, s.get("parallel_dim", "n"))
             dims = (["b"] if self.batch else []) + ["m", "n"]
-            nt = [0] * (rank + 1)
-            pdim = s.get("parallel_dim", "n")
-            if pdim == "mn":
-                nt[dims.index("m")], nt[dims.index("n")] = thread_grid(threads)
-            else:
-                nt[dims.index(pdim)] = threads
-            mm, _ = script.tile_forall(mm, nt)
+            mm, _ = script.tile_forall(mm, [split.get(d, 0) for d in dims] + [0])
             fill, _ = script.tile_forall(fill, [threads] + [0] * (rank - 1))
         # zero-fill row by row: one vector per row segment
         fill_t, fill_loops = script.tile(fill, [1] * (rank - 1) + [min(n, 512)])
