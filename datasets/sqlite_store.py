@@ -33,6 +33,7 @@ versions ignore the table).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -178,42 +179,40 @@ class SQLiteStore(SqlRecordReads, RecordStore):
             conn.execute(_RUNS_SCHEMA)
 
     # -- writes ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction (``_lock`` held): committed whole or rolled back; a write lock not
+        had within the busy timeout is a one-line StoreError."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"record store {self.path}: no write lock after "
+                             f"{self.busy_timeout_s:g} s ({e}): another process holds it") from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def append(self, records: Iterable[Record]) -> int:
         rows = self._record_rows(records)
         if not rows:
             return 0
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise StoreError(f"record store {self.path}: no write lock after "
-                                 f"{self.busy_timeout_s:g} s ({e}): another process holds it") from None
-            try:
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO records (workload_key, target_key, schedule_key, op, workload,"
-                    " status, median_s, created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                added = conn.total_changes - before
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO records (workload_key, target_key, schedule_key, op, workload,"
+                " status, median_s, created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            added = conn.total_changes - before
         return added
 
     def append_run(self, run: TuningRun) -> bool:
-        with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("INSERT INTO tuning_runs (workload_key, target_key, created, run) VALUES (?, ?, ?, ?)",
-                             (workload_key(run.workload), run.target.key(), run.finished, run.dumps()))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._write() as conn:
+            conn.execute("INSERT INTO tuning_runs (workload_key, target_key, created, run) VALUES (?, ?, ?, ?)",
+                         (workload_key(run.workload), run.target.key(), run.finished, run.dumps()))
         return True
 
     def runs(self) -> list[TuningRun]:

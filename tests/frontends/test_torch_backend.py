@@ -88,13 +88,6 @@ class WithUnsupported(nn.Module):
 
 
 # --- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-def opts(tmp_path):
-    torch._dynamo.reset()
-    yield {"cache": str(tmp_path / "cache"), "db": str(tmp_path / "records.db")}
-    torch._dynamo.reset()
-
-
 def rel_error(a, b) -> float:
     return float((a.double() - b.double()).norm() / max(b.double().norm(), 1e-30))
 

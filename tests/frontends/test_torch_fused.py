@@ -14,11 +14,8 @@ import torch.nn.functional as F  # noqa: E402
 pytestmark = pytest.mark.jit
 LOGGER = "tilewise.torch_backend"
 
-from .test_torch_backend import SmallCNN  # noqa: E402  (two conv + bias + ReLU groups, pooling, a linear)
-
-
-def rel_error(a, b) -> float:
-    return float((a.double() - b.double()).norm() / max(b.double().norm(), 1e-30))
+# the backend tests' models (SmallCNN: two conv + bias + ReLU groups, pooling, a linear); `opts` in conftest
+from .test_torch_backend import MLP, SmallCNN, rel_error  # noqa: E402
 
 
 def _spec(m, n, k, epilogue, anchor="matmul"):
@@ -26,13 +23,6 @@ def _spec(m, n, k, epilogue, anchor="matmul"):
     return {"name": "g", "anchor": anchor, "workload": wl, "ops": [],
             "operands": {"a": {"input": 0, "layout": "contiguous"}, "b": {"input": 1, "layout": "contiguous"}},
             "epilogue": epilogue}
-
-
-@pytest.fixture
-def opts(tmp_path):
-    torch._dynamo.reset()
-    yield {"cache": str(tmp_path / "cache"), "db": str(tmp_path / "records.db")}
-    torch._dynamo.reset()
 
 
 # --- the importer path ------------------------------------------------------------------------------
@@ -147,15 +137,6 @@ def test_fused_conv_with_a_residual_and_gelu_matches_eager(tmp_path):
     res, scale = torch.randn(n, f, h, w), torch.randn(f, 1, 1)
     ref = (F.gelu(F.conv2d(x, wt, b, padding=1)) + res) * scale
     assert rel_error(runner(x, wt, b, res, scale), ref) <= 1e-4
-
-
-class MLP(nn.Module):
-    def __init__(self, d_in=64, d_hidden=256, d_out=64, act=F.gelu):
-        super().__init__()
-        self.fc1, self.fc2, self.act = nn.Linear(d_in, d_hidden), nn.Linear(d_hidden, d_out), act
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def _plan_groups(cache):
