@@ -9,7 +9,7 @@ predict) and xgb's 15 most important features.
 Goals (issue #4): every learned model beats the roofline on the ranking metrics; xgb trains in
 under a minute and scores 100k candidates in under 2 s.
 
-    python bench/costmodel_table.py [--db /tmp/emb/embedded.db] [--features analytic] [--seeds 5]
+    python bench/costmodel_table.py [--db embedded|STORE] [--features analytic] [--seeds 5]
                                     [--json out.json]
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tilewise.costmodel import create
 from tilewise.costmodel.data import usable_records
 from tilewise.costmodel.metrics import METRICS
 from tilewise.costmodel.split import by_workload
-from tilewise.costmodel.training import load_records, score
+from tilewise.costmodel.training import EMBEDDED, load_records, score
 from tilewise.profiling.base import Candidate
 
 #: row label -> (model name, params)
@@ -65,7 +65,8 @@ def _fmt(v: float) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", default="/tmp/emb/embedded.db", help="record store (SQLite path)")
+    ap.add_argument("--db", default=EMBEDDED, help="record store (SQLite path or URL); default: the shipped "
+                    "embedded dataset")
     ap.add_argument("--features", default="analytic")
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0, help="split seed (the first one with --seeds)")

@@ -13,6 +13,11 @@ also pins itself to the first T cores it may use.  The baseline is, by choice:
   the same code, numpy and OpenBLAS that tilewise's tuner times against, in a child process;
 * otherwise numpy ``A @ B`` timed in this process (this venv's numpy/OpenBLAS, ``OPENBLAS_NUM_THREADS``).
 
+``--tilewise-schedule JSON`` (with ``--baseline-python``) adds tilewise's tuned kernel as a third
+side: the same baseline process started with that schedule compiles it, checks it and serves its
+timings, so TVM, tilewise and numpy are timed round-robin in one window and ``tilewise_latency_s``
+compares with ``latency_s`` directly.
+
     python bench/tvm_matmul.py --m 512 --n 512 --k 512 --threads 1 --trials 64
 """
 from __future__ import annotations
@@ -77,12 +82,14 @@ class _InProcessNumpy:
 class _TilewiseBaseline:
     """tilewise.profiling.baseline's child process, spoken to over its stdin/stdout protocol."""
 
-    def __init__(self, python, workload, threads, seed):
+    def __init__(self, python, workload, threads, seed, schedule_json=None):
         self.threads = threads
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads))
         env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen([python, "-m", "tilewise.profiling.baseline", workload, str(threads), str(seed)],
+        extra = [schedule_json] if schedule_json else []
+        self.proc = subprocess.Popen([python, "-m", "tilewise.profiling.baseline", workload, str(threads), str(seed),
+                                      *extra],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.name = self._read()["name"]
@@ -120,10 +127,13 @@ def main(argv=None) -> int:
                     help="num_trials_per_iter: candidates per search round (the cost model retrains between)")
     ap.add_argument("--mcpu", default=None, help="LLVM CPU name (default: TVM's llvm_get_system_cpu())")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (TVM, then baseline)")
+    ap.add_argument("--rounds", type=int, default=15,
+                    help="interleaved timing rounds (TVM, baseline, then tilewise when given)")
     ap.add_argument("--runs-per-round", type=int, default=3)
     ap.add_argument("--baseline-python", default=None,
                     help="the project's python: time tilewise's own baseline process instead of numpy here")
+    ap.add_argument("--tilewise-schedule", default=None, metavar="JSON",
+                    help="also time this tilewise schedule (needs --baseline-python), round-robin with TVM and numpy")
     ap.add_argument("--work-dir", default=None, help="MetaSchedule's logs and database (default: a temp dir)")
     args = ap.parse_args(argv)
 
@@ -179,18 +189,34 @@ def main(argv=None) -> int:
     rel_error = float(np.max(np.abs(tc.numpy() - ref)) / np.max(np.abs(ref)))
     ok = rel_error <= 1e-4
 
-    baseline = (_TilewiseBaseline(args.baseline_python, f"matmul:{m}x{n}x{k}:f32", t_threads, args.seed)
+    workload = f"matmul:{m}x{n}x{k}:f32"
+    baseline = (_TilewiseBaseline(args.baseline_python, workload, t_threads, args.seed)
                 if args.baseline_python else _InProcessNumpy(a, b, t_threads))
+    tilewise = None
+    if args.tilewise_schedule and args.baseline_python:
+        try:
+            tilewise = _TilewiseBaseline(args.baseline_python, workload, t_threads, args.seed, args.tilewise_schedule)
+        except RuntimeError as e:
+            baseline.close()
+            print(MARK + json.dumps({"error": f"tilewise side: {e}", "tune_s": tune_s}), flush=True)
+            return 1
     evaluator = lib.time_evaluator("main", dev, number=1, repeat=args.runs_per_round, min_repeat_ms=0)
     tvm_times: list[float] = []
     ref_times: list[float] = []
+    tw_times: list[float] = []
     try:
         for _ in range(args.rounds):
+            if t_threads > 1:
+                time.sleep(SETTLE_S)                      # the other sides' pools stop spinning
             lib["main"](ta, tb, tc)                       # warm-up, as tilewise's interleaving does
             tvm_times.extend(float(x) for x in evaluator(ta, tb, tc).results)
             ref_times.extend(baseline.time(args.runs_per_round))
+            if tilewise is not None:
+                tw_times.extend(tilewise.time(args.runs_per_round))
     finally:
         baseline.close()
+        if tilewise is not None:
+            tilewise.close()
     flops = 2.0 * m * n * k
     tvm_s, ref_s = statistics.median(tvm_times), statistics.median(ref_times)
     out = {
@@ -202,6 +228,10 @@ def main(argv=None) -> int:
         "ratio_to_baseline": ref_s / tvm_s,
         "times_s": tvm_times, "baseline_times_s": ref_times,
     }
+    if tw_times:
+        tw_s = statistics.median(tw_times)
+        out.update(tilewise=tilewise.name, tilewise_latency_s=tw_s, tilewise_gflops=flops / tw_s / 1e9,
+                   tilewise_times_s=tw_times)
     print(MARK + json.dumps(out), flush=True)
     return 0 if ok else 2
 

@@ -10,19 +10,18 @@ For each workload and thread count T, one run:
 2. TVM (when ``apache-tvm`` can be installed into its own environment, ``bench/.tvm-venv``, never
    the project's .venv): ``bench/tvm_matmul.py`` runs there, tunes the same matmul with
    MetaSchedule at the same trial budget (``max_trials_global = --trials``), target
-   ``{"kind": "llvm", "mcpu": <host cpu>, "num-cores": T}``, checks the best schedule against numpy
-   and times it with TVM's time_evaluator interleaved with tilewise's *own* baseline process
-   (same code, same numpy/OpenBLAS), pinned to the same T cores with ``TVM_NUM_THREADS=T``.
+   ``{"kind": "llvm", "mcpu": <host cpu>, "num-cores": T}``, checks the best schedule against numpy,
+   then times three sides round-robin in one window (``--tvm-rounds`` rounds of 3 runs each):
+   TVM's kernel with its time_evaluator, tilewise's own baseline process (numpy/OpenBLAS) and
+   tilewise's tuned schedule, served by the same baseline code in a child process
+   (``tilewise.profiling.baseline`` with a schedule: compiled there and checked against the
+   reference), all pinned to the same T cores with ``TVM_NUM_THREADS=T``.
 
-What ``x TVM`` means: the two kernels are never timed side by side (two runtimes, two processes),
-so each is put against the same numpy baseline measured next to it, and
-
-    x TVM = (tilewise vs numpy) / (TVM vs numpy)
-          = (numpy_tw / tilewise) / (numpy_tvm / tvm)
-
-i.e. how many times faster tilewise is than TVM, with machine drift between the two runs divided
-out through the baseline.  > 1 means tilewise is faster.  The raw GFLOP/s of both sides is shown
-too (the TVM column), and the JSON keeps the direct latency ratio (``tvm_over_tilewise_raw``).
+What ``x TVM`` means: TVM's median latency / tilewise's median latency from that one window, the
+two kernels timed alternately, so machine drift moves both alike.  > 1 means tilewise is faster.
+The JSON also keeps the older estimate through the baseline, ``x_tvm_via_numpy`` =
+(tilewise vs numpy in tilewise's own A/B run) / (TVM vs numpy in TVM's window): two windows minutes
+apart, which drift on this machine moved by up to 17 % (why the direct ratio replaced it).
 
 MetaSchedule proposes ``--tvm-per-iter`` (16) candidates a round and retrains its XGBoost cost model
 between rounds (its default of 64 a round would spend a 64-trial budget before learning anything).
@@ -115,9 +114,10 @@ def ensure_tvm(venv: Path) -> tuple[str | None, str]:
     return str(py), r.stdout.strip()
 
 
-def run_tvm(py: str, w: Workload, threads: int, trials: int, per_iter: int, seed: int) -> dict:
-    """bench/tvm_matmul.py in the TVM environment on the first ``threads`` cores; its JSON, or
-    {"error": ...}."""
+def run_tvm(py: str, w: Workload, threads: int, trials: int, per_iter: int, seed: int,
+            tilewise_schedule: dict | None = None, rounds: int = 15) -> dict:
+    """bench/tvm_matmul.py in the TVM environment on the first ``threads`` cores (timing
+    ``tilewise_schedule`` beside TVM's kernel when given); its JSON, or {"error": ...}."""
     m, n, k = w.shapes[0]
     cores = sorted(os.sched_getaffinity(0))[:threads]
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
@@ -125,7 +125,9 @@ def run_tvm(py: str, w: Workload, threads: int, trials: int, per_iter: int, seed
     env.pop("PYTHONPATH", None)
     cmd = [py, str(TVM_SCRIPT), "--m", str(m), "--n", str(n), "--k", str(k), "--threads", str(threads),
            "--trials", str(trials), "--per-iter", str(per_iter), "--seed", str(seed),
-           "--baseline-python", sys.executable]
+           "--baseline-python", sys.executable, "--rounds", str(rounds)]
+    if tilewise_schedule is not None:
+        cmd += ["--tilewise-schedule", json.dumps(tilewise_schedule)]
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TVM_TIMEOUT_S,
@@ -218,6 +220,8 @@ def render(rows: list[dict], args, tvm_info: str) -> Table:
     for row in rows:
         tw, tvm = row["tilewise"], row.get("tvm")
         tvm_cell = "-" if tvm is None else ("failed" if "error" in tvm else f(tvm.get("gflops"), ".1f"))
+        if tvm is not None and tvm.get("tilewise_gflops") is not None:
+            tvm_cell += f" (tilewise {tvm['tilewise_gflops']:.1f} beside it)"
         goal_numpy = GOAL_NUMPY.get(row["threads"])
         ok, why = goals(row, args.trials)
         verdict = "-" if ok is None else ("[green]yes[/]" if ok else f"[red]no[/]: {why}")
@@ -243,6 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tvm-venv", default=str(TVM_VENV), help="TVM's own environment (created if missing)")
     ap.add_argument("--tvm-per-iter", type=int, default=16,
                     help="MetaSchedule num_trials_per_iter (candidates per round; its cost model retrains between)")
+    ap.add_argument("--tvm-rounds", type=int, default=15,
+                    help="round-robin timing rounds of TVM, numpy and tilewise in TVM's window (3 runs each)")
     ap.add_argument("--quick", action="store_true", help="one workload, 1 thread, 16 trials")
     ap.add_argument("--openblas-coretype", default=None, metavar="NAME",
                     help="set OPENBLAS_CORETYPE for the numpy baselines (\"\" = unset: OpenBLAS detects the CPU); "
@@ -294,12 +300,15 @@ def main(argv=None) -> int:
                     row["tvm"] = {"error": "bench/tvm_matmul.py does f32 matmul only"}
                 else:
                     err.print(f"[dim]{ws}, {t} thread(s): TVM MetaSchedule ({args.trials} trials)...[/]")
-                    row["tvm"] = run_tvm(tvm_py, w, t, args.trials, args.tvm_per_iter, args.seed)
+                    row["tvm"] = run_tvm(tvm_py, w, t, args.trials, args.tvm_per_iter, args.seed,
+                                         row["tilewise"].get("schedule"), args.tvm_rounds)
                 tvm = row["tvm"]
                 if "error" in tvm:
                     console.print(f"TVM failed on {ws}, {t} thread(s): {tvm['error']}")
                 elif row["tilewise"].get("x_numpy") is not None:
-                    row["x_tvm"] = row["tilewise"]["x_numpy"] / tvm["ratio_to_baseline"]
+                    if "tilewise_latency_s" in tvm:
+                        row["x_tvm"] = tvm["latency_s"] / tvm["tilewise_latency_s"]
+                    row["x_tvm_via_numpy"] = row["tilewise"]["x_numpy"] / tvm["ratio_to_baseline"]
                     row["tvm_over_tilewise_raw"] = tvm["latency_s"] / row["tilewise"]["latency_s"]
             rows.append(row)
             tvm = row.get("tvm") or {}
@@ -308,8 +317,8 @@ def main(argv=None) -> int:
                       + "[/]")
 
     console.print(render(rows, args, tvm_info))
-    console.print("x numpy, x default: medians of tilewise's interleaved A/B run.  x TVM = (tilewise vs numpy) / "
-                  "(TVM vs numpy), each against the same numpy baseline process timed next to it.")
+    console.print("x numpy, x default: medians of tilewise's interleaved A/B run.  x TVM = TVM latency / tilewise "
+                  "latency, both kernels (and numpy) timed round-robin in one window after TVM's tuning.")
     for n in notes:
         console.print(f"note: {n}")
     if args.json:

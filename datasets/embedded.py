@@ -1,9 +1,9 @@
 """The embedded dataset: measurements shipped with tilewise, so a new user gets a trained model
 without collecting.
 
-``data/embedded_v1.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
+``data/embedded_v2.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
 machine with ``tilewise collect`` over the named suites (the workload list and the command are in
-``data/embedded_v1.README``); its records carry that machine's ``Target``, so they answer for that
+``data/embedded_v2.README``); its records carry that machine's ``Target``, so they answer for that
 target only — models trained on them still rank schedules elsewhere, which is what the tuner uses
 them for.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-EMBEDDED_DATASET = DATA_DIR / "embedded_v1.jsonl.gz"
+EMBEDDED_DATASET = DATA_DIR / "embedded_v2.jsonl.gz"
 
 
 def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:
@@ -28,13 +28,29 @@ def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:
                 yield Record.from_json(json.loads(line))
 
 
-def write_records(records, path: str | os.PathLike) -> int:
-    """Write records as gzipped JSON lines, atomically (temp file, then rename)."""
+def thin_times(record, k: int):
+    """``record`` with at most ``k`` of its timings: the order statistics at ``k`` evenly spaced
+    ranks (the fastest, the slowest and, for odd ``k``, the median among them), so the median and
+    quantiles a model or a report reads stay put while a record of 5000 pooled runs takes 65."""
+    import dataclasses
+    times = sorted(record.measurement.times_s)
+    if len(times) <= k:
+        return record
+    last = len(times) - 1
+    kept = tuple(times[round(i * last / (k - 1))] for i in range(k))
+    return dataclasses.replace(record, measurement=dataclasses.replace(record.measurement, times_s=kept))
+
+
+def write_records(records, path: str | os.PathLike, max_times: int | None = None) -> int:
+    """Write records as gzipped JSON lines, atomically (temp file, then rename); ``max_times``
+    thins each record's timings (:func:`thin_times`)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     n = 0
     with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
         for r in records:
+            if max_times is not None:
+                r = thin_times(r, max_times)
             fh.write(json.dumps(r.to_json(), sort_keys=True, separators=(",", ":")) + "\n")
             n += 1
     os.replace(tmp, path)
@@ -47,7 +63,7 @@ def embedded_store(cache_dir: str | os.PathLike | None = None):
     cache = Path(cache_dir or os.environ.get("TILEWISE_CACHE", Path.home() / ".cache" / "tilewise"))
     cache.mkdir(parents=True, exist_ok=True)
     stamp = f"{EMBEDDED_DATASET.stat().st_size}-{int(EMBEDDED_DATASET.stat().st_mtime)}"
-    db = cache / f"embedded_v1-{stamp}.db"
+    db = cache / f"embedded_v2-{stamp}.db"
     store = open_store(str(db))
     if len(store) == 0:
         store.append(list(embedded_records()))

@@ -434,6 +434,9 @@ def collect(
     cluster: Optional[str] = typer.Option(None, "--cluster", help="measure on every node of a Ray cluster: "
                                           "ray://HOST:PORT, HOST:PORT or auto; records carry each node's target"),
     seed: int = typer.Option(0, "--seed"),
+    rounds: int = typer.Option(1, "--rounds", min=1, help="measure each schedule in R interleaved rounds "
+                               "(fresh shuffled order, kernel rebuilt and reloaded) and pool them: "
+                               "reproducible ranks for memory-bound kernels"),
     target_kind: str = typer.Option("cpu", "--target", help="cpu, or cuda: Triton kernels on the GPU torch sees"),
     as_json: bool = typer.Option(False, "--json"),
 ):
@@ -472,8 +475,10 @@ def collect(
             fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
         runner = (_cluster_runner(cluster, RunnerConfig(build_workers=build_workers)) if cluster
                   else LocalRunner(RunnerConfig(build_workers=build_workers)))
+    if rounds > 1 and cluster:
+        fail("--rounds pools one machine's timings of a schedule; drop --rounds or --cluster")
     store = _open_db(db)
-    config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed)
+    config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed, rounds=rounds)
     columns = [TextColumn("{task.fields[workload]}"), BarColumn(bar_width=16), MofNCompleteColumn(),
                TextColumn("failed {task.fields[failed]}"), TextColumn("skipped {task.fields[skipped]}"),
                TextColumn("ETA"), TimeRemainingColumn()]

@@ -1,0 +1,27 @@
+"""The baseline process: numpy's kernel, or a tilewise schedule served the same way (how a peer's
+kernel in another runtime is timed side by side with tilewise's, bench/tvm_matmul.py)."""
+import pytest
+
+from tilewise.ir.schedule import Schedule
+from tilewise.ir.workload import Workload
+from tilewise.profiling.baseline import BaselineProcess
+from tilewise.profiling.target import detect
+
+pytestmark = pytest.mark.jit
+
+
+def test_serves_numpy_and_a_checked_tilewise_kernel():
+    w = Workload.parse("matmul:96x80x64:f32")
+    s = w.kind.default_schedule(w, detect())
+    with BaselineProcess(str(w), 1, 0) as numpy_side, BaselineProcess(str(w), 1, 0, schedule=s) as tw:
+        assert numpy_side.name == "numpy" and tw.name == f"tilewise {s.key()[:12]}"
+        for side in (numpy_side, tw):
+            times = side.time(4)
+            assert len(times) >= 4 and all(t > 0 for t in times)
+
+
+def test_an_illegal_schedule_ends_the_child_with_its_error():
+    w = Workload.parse("matmul:96x80x64:f32")
+    bad = Schedule.from_json(dict(w.kind.default_schedule(w, detect()).to_json(), tile=[7, 7, 7]))
+    with pytest.raises(RuntimeError, match="^baseline process died: the tilewise schedule does not build: reg_tile n=16 exceeds the cache tile n=7$"):
+        BaselineProcess(str(w), 1, 0, schedule=bad)
