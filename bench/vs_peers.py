@@ -31,7 +31,9 @@ The numpy baseline is OpenBLAS as the environment configures it: an inherited ``
 column, so the kernel OpenBLAS uses is printed; ``--openblas-coretype ""`` lets OpenBLAS detect the CPU.
 
 Goals (from the issue): >= 1.0x OpenBLAS at 1 thread, >= 1.15x at 2 threads; >= 1.2x TVM at 64
-trials.  Timings on a shared machine are indicative only.
+trials.  Timings on a shared machine are indicative only.  ``bench/fma_peak.py`` measures the f32
+FMA peak: where TVM's kernel runs above 1/1.2 of it, the x TVM goal asks for a kernel faster
+than the peak.
 
     python bench/vs_peers.py [--workloads W1,W2] [--threads 1,2] [--trials 64] [--strategy model]
                              [--no-tvm] [--quick] [--json out.json]

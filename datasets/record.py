@@ -94,6 +94,10 @@ class Record:
                        versions=tuple(d["versions"].items()))
         except KeyError as e:
             raise RecordError(f"record JSON lacks the field {e.args[0]!r}") from None
+        except RecordError:
+            raise
+        except ValueError as e:          # a part's own schema or value check (target, measurement, ...)
+            raise RecordError(f"record: {e}") from None
 
     def dumps(self) -> str:
         """Compact canonical JSON (sorted keys), one line."""

@@ -62,6 +62,10 @@ class Target:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Target":
+        version = d.get("schema_version", 1)
+        if version != cls.schema_version:
+            raise ValueError(f"target schema version {version!r} is not supported: this tilewise reads "
+                             f"{cls.schema_version}; upgrade tilewise to read these records")
         return cls(kind=d["kind"], name=d["name"], arch=d["arch"], isa=tuple(d["isa"]), cores=d["cores"],
                    simd_bits=d["simd_bits"], cache_bytes=tuple(d["cache_bytes"].items()),
                    versions=tuple(d["versions"].items()),

@@ -50,6 +50,10 @@ def test_unknown_schema_version_is_refused_clearly(target):
         Record.from_json({k: v for k, v in d.items() if k != "schema_version"})
     with pytest.raises(RecordError, match="lacks the field 'measurement'"):
         Record.from_json({k: v for k, v in d.items() if k != "measurement"})
+    with pytest.raises(RecordError, match="^record: target schema version 3 is not supported: this tilewise reads 1"):
+        Record.from_json(dict(d, target=dict(d["target"], schema_version=3)))
+    with pytest.raises(RecordError, match="^record: measurement schema 7 is not supported"):
+        Record.from_json(dict(d, measurement=dict(d["measurement"], schema_version=7)))
 
 
 def test_untimed_measurement_round_trips(target):
