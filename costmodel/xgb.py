@@ -5,9 +5,10 @@
 grouped by workload that start from the regression's prediction (``base_margin``): they reorder
 candidates within a workload, and the level starts at the regression's (it drifts as rounds add up,
 hence only 30 by default).
-The default is ``reg``: over 5 workload splits of the 101-workload dataset (analytic features)
-the two rank equally (Spearman 0.774 vs 0.761, top-1 0.873 vs 0.859) and ``reg`` predicts the
-level better (MAPE 0.22 vs 0.29); more ``rank_rounds`` (100) rank no better and lose the level.
+The default is ``reg``: over 5 workload splits of the 101-workload dataset (embedded_v2, analytic
+features, bench/costmodel_table.py --seeds 5) the two rank about equally (Spearman 0.781 vs 0.791,
+top-1 0.888 vs 0.884) and ``reg`` predicts the level far better (MAPE 0.21 vs 0.29); more
+``rank_rounds`` (100) rank no better and lose the level.
 Uncertainty: ``members`` extra regression boosters, each on a bootstrap sample of the rows; the
 std of their predictions (log space) is the reported std.  ``predict`` of the ``reg`` objective is
 the mean of the main booster and the first ``bag`` members (bagging; 0 = the main booster alone):
