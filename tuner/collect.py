@@ -133,12 +133,13 @@ def _store(store, w: Workload, schedules, measured, progress: CollectProgress) -
 def _measure_in_rounds(runner: Runner, w: Workload, schedules: list, target: Target, config: CollectConfig,
                        progress: CollectProgress, on_progress) -> list[tuple]:
     """Measure ``schedules`` ``config.rounds`` times, each round in its own shuffled order (batches
-    of ``batch_size``), and pool each schedule's rounds (:func:`pool_rounds`)."""
+    of ``batch_size``), and pool each schedule's rounds (:func:`pool_rounds`).  A schedule that
+    failed (a crash, a timeout, a wrong result) is not measured again in later rounds."""
     import random
     rng = random.Random(_stream_seed(config.seed + 1, w))
     per_schedule: list[list] = [[] for _ in schedules]
     for r in range(config.rounds):
-        order = list(range(len(schedules)))
+        order = [i for i in range(len(schedules)) if all(m.ok for m in per_schedule[i])]
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]

@@ -57,10 +57,12 @@ def test_a_schedule_failing_in_any_round_is_recorded_as_failed(tmp_path):
     victim = probe.asked[2]
     runner = Recording(fail={(victim, 2)})                   # fails in its second round only
     with open_store(tmp_path / "r.db") as store:
-        p = collect([w], detect(), store, runner, CollectConfig(samples=4, rounds=2))
+        p = collect([w], detect(), store, runner, CollectConfig(samples=4, rounds=3))
         by_key = {r.schedule_key: r.measurement for r in store.query(w, detect(), status=None)}
     assert p.failed == 1 and by_key[victim].status == "runtime_error"
     assert sum(m.ok for m in by_key.values()) == 3
+    assert runner.asked.count(victim) == 2, "a failed schedule is not measured again in later rounds"
+    assert len(runner.asked) == 3 * 3 + 2
 
 
 def test_pool_rounds_and_bad_rounds():
