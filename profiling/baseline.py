@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from tilewise.profiling.procs import ask_to_exit
+
 #: longer than the OpenMP (KMP_BLOCKTIME, 200 ms) and OpenBLAS spin-wait periods
 SETTLE_S = 0.3
 
@@ -54,12 +56,9 @@ class BaselineProcess:
         return self._read()["times_s"]
 
     def close(self) -> None:
+        ask_to_exit(self._proc, 5)
         if self._proc.poll() is None:
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+            self._proc.kill()
 
     def __enter__(self):
         return self

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from tilewise.profiling.procs import exit_reason
+from tilewise.profiling.procs import ask_to_exit, exit_reason, kill_child
 
 
 class WorkerDied(RuntimeError):
@@ -149,26 +149,11 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            for f in (self.proc.stdin, self.proc.stdout):
-                try:
-                    f.close()
-                except OSError:
-                    pass
+            kill_child(self.proc, 10)
         self.proc = None
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+        ask_to_exit(self.proc, 10)
         self.stop()
         if self._log is not None:
             self._log.close()

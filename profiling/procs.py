@@ -1,8 +1,10 @@
-"""Process helpers shared by the runner's workers: placement, memory cap, exit reasons."""
+"""Process helpers shared by the runner's workers: placement, memory cap, exit reasons, ending a
+child that speaks a line protocol on its stdin/stdout."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -49,6 +51,31 @@ def exit_reason(returncode: int | None) -> str:
         hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exited with status {returncode}"
+
+
+def ask_to_exit(proc: subprocess.Popen | None, wait_s: float) -> None:
+    """Close a live child's stdin (the end of its requests) and give it ``wait_s`` to exit."""
+    if proc is not None and proc.poll() is None:
+        try:
+            proc.stdin.close()
+            proc.wait(wait_s)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+def kill_child(proc: subprocess.Popen, wait_s: float) -> None:
+    """SIGKILL the child if it still runs, reap it (waiting up to ``wait_s``), close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        pass
+    for f in (proc.stdin, proc.stdout):
+        try:
+            f.close()
+        except OSError:
+            pass
 
 
 def tail(path: str, max_chars: int = 300) -> str:

@@ -32,7 +32,7 @@ import sys
 import time
 from collections import OrderedDict
 
-from tilewise.profiling.procs import exit_reason, tail
+from tilewise.profiling.procs import ask_to_exit, exit_reason, kill_child, tail
 
 #: environment of the timing process: single-threaded BLAS for the references
 _ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -102,27 +102,12 @@ class TimingProcess:
         if self._proc is None:
             return "not running"
         proc, self._proc = self._proc, None
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        for f in (proc.stdin, proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
+        kill_child(proc, 5)
         log = tail(self._log_path)
         return exit_reason(proc.returncode) + (f"; log: {log}" if log else "")
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                self._proc.stdin.close()
-                self._proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+        ask_to_exit(self._proc, 5)
         self.kill()
 
 
