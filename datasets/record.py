@@ -13,6 +13,7 @@ key is part of it, a record measured on one CPU (or with one compiler) never ans
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -27,6 +28,21 @@ from tilewise.profiling.target import Target
 
 class RecordError(ValueError):
     """A record (or its JSON) this tilewise cannot read."""
+
+
+@contextlib.contextmanager
+def parse_errors(error: type[ValueError], what: str):
+    """Turn what goes wrong while building ``what`` from JSON into one ``error`` line: a missing
+    field (KeyError) or a part's own schema or value check (target, measurement, ... raise
+    ValueError), so a caller sees one kind of error per file kind."""
+    try:
+        yield
+    except KeyError as e:
+        raise error(f"{what} JSON lacks the field {e.args[0]!r}") from None
+    except error:
+        raise
+    except ValueError as e:
+        raise error(f"{what}: {e}") from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -85,19 +101,13 @@ class Record:
         if version != cls.schema_version:
             raise RecordError(f"record schema version {version!r} is not supported: this tilewise reads "
                               f"version {cls.schema_version} (a newer tilewise wrote it, or it is not a record)")
-        try:
+        with parse_errors(RecordError, "record"):
             return cls(workload=Workload.from_json(d["workload"]),
                        target=Target.from_json(d["target"]),
                        schedule=Schedule.from_json(d["schedule"]),
                        measurement=Measurement.from_json(d["measurement"]),
                        timestamp=d["timestamp"],
                        versions=tuple(d["versions"].items()))
-        except KeyError as e:
-            raise RecordError(f"record JSON lacks the field {e.args[0]!r}") from None
-        except RecordError:
-            raise
-        except ValueError as e:          # a part's own schema or value check (target, measurement, ...)
-            raise RecordError(f"record: {e}") from None
 
     def dumps(self) -> str:
         """Compact canonical JSON (sorted keys), one line."""

@@ -12,9 +12,11 @@ older tilewise, or by ``collect``) still reports: its records then make an unatt
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from tilewise.datasets.record import parse_errors
 from tilewise.ir.workload import Workload
 from tilewise.profiling.target import Target
 
@@ -33,11 +35,7 @@ class RunTiming:
 
     @property
     def median_s(self) -> float:
-        s = sorted(self.times_s)
-        if not s:
-            return float("inf")
-        mid = len(s) // 2
-        return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+        return statistics.median(self.times_s) if self.times_s else float("inf")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "times_s": list(self.times_s), "schedule": self.schedule,
@@ -101,15 +99,13 @@ class TuningRun:
         if version != cls.schema_version:
             raise RunError(f"tuning run schema version {version!r} is not supported: this tilewise reads "
                            f"version {cls.schema_version}")
-        try:
+        with parse_errors(RunError, "tuning run"):
             return cls(workload=Workload.from_json(d["workload"]), target=Target.from_json(d["target"]),
                        strategy=str(d["strategy"]), started=float(d["started"]), finished=float(d["finished"]),
                        searched=bool(d["searched"]), config=dict(d.get("config") or {}),
                        trials=tuple(TrialEntry.from_json(t) for t in d.get("trials", ())),
                        best=RunTiming.from_json(d.get("best")), default=RunTiming.from_json(d.get("default")),
                        reference=RunTiming.from_json(d.get("reference")))
-        except KeyError as e:
-            raise RunError(f"tuning run JSON lacks the field {e.args[0]!r}") from None
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tilewise.datasets.base import open_store
-from tilewise.datasets.runs import TuningRun
+from tilewise.datasets.runs import RunError, TuningRun
 from tilewise.ir.workload import Workload
 from tilewise.profiling.report import ReportOptions, build, data, html, markdown, roofline
 from tilewise.profiling.report.data import UNATTRIBUTED
@@ -45,6 +45,11 @@ def test_runs_round_trip_through_the_store(tmp_path, target):
     assert len(runs[0].trials) == 12 and runs[0].trials[3].status == "compile_error"
     assert TuningRun.loads(runs[1].dumps()) == runs[1]
     assert runs[1].config["prior_records"] == 12
+    d = runs[1].to_json()
+    with pytest.raises(RunError, match="^tuning run JSON lacks the field 'strategy'$"):
+        TuningRun.from_json({k: v for k, v in d.items() if k != "strategy"})
+    with pytest.raises(RunError, match="^tuning run: target schema version 3 is not supported"):
+        TuningRun.from_json(dict(d, target=dict(d["target"], schema_version=3)))
 
 
 def test_golden_store_without_run_table_still_opens(tmp_path):
