@@ -46,6 +46,18 @@ def writer(path, start, stop, batch=1) -> subprocess.Popen:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def acknowledged(procs, timeout: float) -> set[str]:
+    """Wait for writers that must all finish: every key they acknowledged (printed after commit)."""
+    acked: set[str] = set()
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err
+        lines = out.split()
+        assert lines[-1] == "done"
+        acked |= set(lines[2:-1])
+    return acked
+
+
 def check_consistent(path, expected_keys):
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -60,14 +72,7 @@ def check_consistent(path, expected_keys):
 
 def test_concurrent_writers_all_land(tmp_path, target):
     path = tmp_path / "r.db"                 # fresh: both writers also race to create the schema
-    procs = [writer(path, 0, 300, batch=5), writer(path, 150, 450, batch=3)]
-    acked = set()
-    for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        lines = out.split()
-        assert lines[-1] == "done"
-        acked |= set(lines[2:-1])
+    acked = acknowledged([writer(path, 0, 300, batch=5), writer(path, 150, 450, batch=3)], timeout=60)
     stored = check_consistent(path, acked)
     assert len(stored) == len(acked) == 450
     with open_store(path) as s:

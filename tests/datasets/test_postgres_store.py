@@ -10,7 +10,7 @@ from tilewise.datasets.postgres_store import PostgresStore
 from tilewise.ir.workload import Workload
 
 from .records import MATMUL, make_record
-from .test_durability import writer
+from .test_durability import acknowledged, writer
 
 
 def stored_keys(url) -> list[str]:
@@ -32,13 +32,7 @@ def test_open_store_picks_postgres(postgres_server):
 def test_concurrent_writers_overlapping(postgres_server, target):
     url = postgres_server.new_database()        # fresh: the writers also race to create the schema
     procs = [writer(url, 0, 200, batch=5), writer(url, 100, 300, batch=3), writer(url, 50, 250, batch=7)]
-    acked = set()
-    for p in procs:
-        out, err = p.communicate(timeout=90)
-        assert p.returncode == 0, err
-        lines = out.split()
-        assert lines[-1] == "done"
-        acked |= set(lines[2:-1])
+    acked = acknowledged(procs, timeout=90)
     keys = stored_keys(url)
     assert len(keys) == len(set(keys)) == 300 and set(keys) == acked
     with open_store(url) as s:
