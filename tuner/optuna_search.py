@@ -302,8 +302,15 @@ class _OptunaStrategy(SearchStrategy):
                                              storage=self.storage, study_name=self.study_name,
                                              load_if_exists=self.storage is not None)
             early, self._early_trials = self._early_trials, []
+            # a shared study gets a warm-start result once: its completed trials are read once here,
+            # not once per early trial (one storage query each)
+            done = (None if self.storage is None else
+                    [t.params for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))])
             for trial in early:
-                self._add_trial(trial)
+                if done is None or trial.params not in done:
+                    self.study.add_trial(trial)
+                    if done is not None:
+                        done.append(trial.params)
         self._sync_shared()
 
     def _add_trial(self, trial) -> None:

@@ -70,26 +70,23 @@ class SpaceOptions:
 
 SpaceBuilder = Callable[["Workload", "Target", SpaceOptions], Space]
 _SPACES: dict[str, SpaceBuilder] = {}
-
-
-def register_space(*ops: str):
-    def deco(fn: SpaceBuilder) -> SpaceBuilder:
-        for op in ops:
-            _SPACES[op] = fn
-        return fn
-    return deco
-
-
 #: spaces of GPU targets (``target.kind == "cuda"``): Triton kernels, other knobs
 _GPU_SPACES: dict[str, SpaceBuilder] = {}
 
 
-def register_gpu_space(*ops: str):
-    def deco(fn: SpaceBuilder) -> SpaceBuilder:
-        for op in ops:
-            _GPU_SPACES[op] = fn
-        return fn
-    return deco
+def _registrar(table: dict[str, SpaceBuilder]):
+    """``@register(*ops)``: a decorator that files a space builder under each op in ``table``."""
+    def register(*ops: str):
+        def deco(fn: SpaceBuilder) -> SpaceBuilder:
+            for op in ops:
+                table[op] = fn
+            return fn
+        return deco
+    return register
+
+
+register_space = _registrar(_SPACES)
+register_gpu_space = _registrar(_GPU_SPACES)
 
 
 def space_for(w: "Workload", target: "Target", options: SpaceOptions | None = None) -> Space:
