@@ -28,7 +28,7 @@ import torch
 import torch.fx as fx
 
 from tilewise.frontends.torch_backend import cache, fused, kernels, profile
-from tilewise.frontends.torch_backend.graph import GroupSpec, VIEWS, find_groups, op_name
+from tilewise.frontends.torch_backend.graph import TRANSPOSES, VIEWS, GroupSpec, find_groups, op_name
 from tilewise.frontends.torch_backend.options import BackendOptions
 from tilewise.frontends.torch_backend.runtime import GroupRunner
 
@@ -237,7 +237,7 @@ def _from_group(n: fx.Node) -> bool:
     while n.op == "call_function":
         if getattr(n.target, "_tilewise_group", False):
             return True
-        if n.target in VIEWS or n.target in (aten.t.default, aten.permute.default, aten.transpose.int):
+        if n.target in VIEWS or n.target in TRANSPOSES:
             n = n.args[0]
             continue
         return False

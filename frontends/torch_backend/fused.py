@@ -26,9 +26,9 @@ import logging
 from typing import Any
 
 import torch
-import torch.fx as fx
 
-from tilewise.frontends.torch_backend import mlir_group
+from tilewise.frontends.torch_backend import mlir_group, profile
+from tilewise.frontends.torch_backend.mlir_conv import extra_operand
 from tilewise.frontends.torch_backend.runtime import GroupRunner, _descriptor
 
 log = logging.getLogger("tilewise.torch_backend")
@@ -47,7 +47,6 @@ class FusedRunner(GroupRunner):
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.conv:       # NHWC activation, HWCF filter, NHWC output seen as its NCHW view
-            from tilewise.frontends.torch_backend.mlir_conv import extra_operand
             a, b = self._operand("x", inputs), self._operand("w", inputs)
             extra = [extra_operand(inputs[i], s, how) for i, s, how in self.extra]
         else:
@@ -68,13 +67,8 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def eager_group(g, env: dict) -> torch.Tensor:
     """The group's aten ops in eager PyTorch on ``env``'s values."""
-    local = dict(env)
     with torch.no_grad():
-        for n in g.nodes:
-            args = fx.node.map_arg(n.args, lambda a: local[a])
-            kwargs = fx.node.map_arg(n.kwargs, lambda a: local[a])
-            local[n] = n.target(*args, **kwargs)
-    return local[g.nodes[-1]]
+        return profile.eager_chain(g.nodes, env)()
 
 
 def try_fused(g, entry: dict[str, Any], env: dict, opts, reuse_output: bool) -> tuple[Any, str | None]:

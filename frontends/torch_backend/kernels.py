@@ -62,7 +62,8 @@ def open_db(db: str | None):
 
 def database_schedule(store, w: Workload, threads: int, max_rel_error: float | None) -> Schedule | None:
     """The best verified schedule the store holds for ``w`` on this target, within the budget."""
-    bound = max_rel_error if max_rel_error is not None else w.kind.tolerance(w, w.dtype)
+    from tilewise.profiling.measure import error_bound
+    bound = error_bound(w, max_rel_error)
     for r in store.query(w, target()):
         if int(r.schedule.get("threads", 1)) > threads:
             continue

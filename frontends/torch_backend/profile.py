@@ -30,14 +30,8 @@ def next_graph_id(_trace: str | None) -> int:
 
 def median_time_s(fn: Callable[[], object], min_runs: int = 5, max_runs: int = 50, budget_s: float = 0.1) -> tuple[float, int]:
     """Median seconds per call of ``fn`` after two warm-up calls, and how many calls were timed."""
-    fn()
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() - start < budget_s):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    from tilewise.profiling.measure import time_runs     # not at import: it loads the MLIR stack
+    times = time_runs(fn, repeats=min_runs, min_time_s=budget_s, warmup=2, max_repeats=max_runs)
     return statistics.median(times), len(times)
 
 
@@ -81,7 +75,7 @@ def node_values(gm: fx.GraphModule, example_inputs) -> dict[fx.Node, Any]:
     return env
 
 
-def _eager_chain(nodes: list[fx.Node], env: dict) -> Callable[[], object]:
+def eager_chain(nodes: list[fx.Node], env: dict) -> Callable[[], object]:
     def run():
         local = dict(env)
         for n in nodes:
@@ -102,7 +96,7 @@ def choose_faster(ag: fx.GraphModule, example_inputs, decided: list) -> list:
                 out.append((g, d))
                 continue
             args = [env[i] for i in g.inputs]
-            kernel_s, eager_s = interleaved_s(lambda: d["runner"](*args), _eager_chain(g.nodes, env))
+            kernel_s, eager_s = interleaved_s(lambda: d["runner"](*args), eager_chain(g.nodes, env))
             plan = {**d["plan"], "kernel_s": kernel_s, "eager_s": eager_s}
             if eager_s < kernel_s:
                 plan.update(use_kernel=False, reason=f"eager measured faster ({eager_s * 1e3:.3f} ms vs "
