@@ -31,7 +31,6 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -254,13 +253,6 @@ def torch_stage(plan, target, runner, store, log) -> list[dict]:
 
 
 # -- outputs -------------------------------------------------------------------------------------
-def export_records(records, path: str) -> int:
-    with gzip.open(path, "wt") as fh:
-        for r in records:
-            fh.write(r.dumps() + "\n")
-    return len(records)
-
-
 def _f(v, spec=".3f"):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
@@ -294,6 +286,7 @@ def markdown(result: dict) -> str:
 
 def run_study(out_dir: str, dry_run: bool, plan: StudyPlan | None = None, log=print) -> dict:
     from tilewise.datasets.base import open_store
+    from tilewise.datasets.embedded import write_records
     from tilewise.profiling.gpu_runner import GpuRunner, GpuRunnerConfig
     plan = plan or (dry_plan() if dry_run else StudyPlan())
     os.makedirs(out_dir, exist_ok=True)
@@ -320,7 +313,7 @@ def run_study(out_dir: str, dry_run: bool, plan: StudyPlan | None = None, log=pr
     by_status: dict[str, int] = {}
     for r in records:
         by_status[r.measurement.status] = by_status.get(r.measurement.status, 0) + 1
-    n = export_records(records, os.path.join(out_dir, "records.jsonl.gz"))
+    n = write_records(records, os.path.join(out_dir, "records.jsonl.gz"))
     result = {"dry_run": dry_run, "target": dict(target.to_json(), key=target.key()), "plan": asdict(plan),
               "n_records": n, "by_status": by_status, "collected": collected, "model": model_report,
               "tuning": tuning, "vs_torch": vs_torch, "wall_time_s": time.time() - start}

@@ -23,16 +23,19 @@ _HIGHER_IS_BETTER = {"r2", "spearman", "kendall", "pairwise", "top1", "top5"}
 def train_command(db: str, model: str = "xgb", out: str | None = None, features: str = "analytic",
                   split: str = "workload", test_fraction: float = 0.2, seed: int = 0,
                   test_targets: Sequence[str] | None = None,
-                  params: dict[str, Any] | None = None) -> tuple[dict[str, Any], Table]:
-    """``params``: the model's hyperparameters (``create(model, **params)``; unknown ones raise)."""
+                  params: dict[str, Any] | None = None, records: Sequence | None = None,
+                  scope: str = "") -> tuple[dict[str, Any], Table]:
+    """``params``: the model's hyperparameters (``create(model, **params)``; unknown ones raise).
+    ``records`` (with ``scope`` for the title, e.g. " (cuda records)"): train on these instead of
+    the store's."""
     options: dict[str, Any] = {"seed": seed}
     if split == "target":
         options["test_targets"] = list(test_targets) if test_targets else None
     else:
         options["test_fraction"] = test_fraction
-    rep = train(db, model=model, features=features, out=out, split=split, params=params, **options)
-    return rep, report_table(rep, f"{model} on held-out workloads" if split == "workload"
-                             else f"{model} on held-out targets")
+    rep = train(db, model=model, features=features, out=out, split=split, params=params, records=records, **options)
+    return rep, report_table(rep, (f"{model} on held-out workloads" if split == "workload"
+                                   else f"{model} on held-out targets") + scope)
 
 
 def eval_command(model_path: str, db: str, include_seen: bool = False) -> tuple[dict[str, Any], Table]:

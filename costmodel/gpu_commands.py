@@ -10,8 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
-from tilewise.costmodel.cli_commands import report_table
-from tilewise.costmodel.training import load_records, train
+from tilewise.costmodel.cli_commands import train_command
+from tilewise.costmodel.training import load_records
 
 GPU_FEATURES = "gpu_analytic"
 
@@ -30,8 +30,5 @@ def train_cuda_command(db: str, model: str = "xgb", out: str | None = None, feat
                          "(tilewise collect --target cuda ... on a machine with an NVIDIA GPU)")
     if features == "analytic":
         features = GPU_FEATURES
-    options: dict[str, Any] = {"seed": seed}
-    if split != "target":
-        options["test_fraction"] = test_fraction
-    rep = train(model=model, features=features, out=out, split=split, records=records, params=params, **options)
-    return rep, report_table(rep, f"{model} on held-out workloads (cuda records)")
+    return train_command(db, model=model, out=out, features=features, split=split, test_fraction=test_fraction,
+                         seed=seed, params=params, records=records, scope=" (cuda records)")

@@ -32,11 +32,13 @@ from typing import Sequence
 import numpy as np
 
 from tilewise.features.base import FeatureExtractor, register_extractor
+from tilewise.ir.triton_gemm import ELEMENT_BYTES
+from tilewise.ir.triton_gemm import PRECISIONS as _GEMM_PRECISIONS
 from tilewise.profiling.base import Candidate
 from tilewise.profiling.target import Target
 
-PRECISIONS = ("f32", "tf32", "bf16", "f16", "f8e4m3")
-_ELT = {"f32": 4, "tf32": 4, "bf16": 2, "f16": 2, "f8e4m3": 1}
+PRECISIONS = tuple(_GEMM_PRECISIONS)
+_ELT = ELEMENT_BYTES
 #: nominal dense FLOP/s per SM per cycle (x 2 for FMA) by precision, for targets without peaks:
 #: fp32 CUDA cores, then tensor cores (Ampere/Hopper-class ratios)
 _NOMINAL_PER_SM_CYCLE = {"f32": 256, "tf32": 1024, "bf16": 2048, "f16": 2048, "f8e4m3": 4096}

@@ -17,7 +17,7 @@ fields (so records, stores and keys need nothing new):
                  (a device-to-device copy); measured on first use and cached in
                  ``~/.cache/tilewise/cuda_peaks.json`` by target key
 
-Everything imports torch inside functions; without a GPU :func:`require_cuda_target` raises
+Everything imports torch inside functions; without a GPU :func:`detect_cuda_target` raises
 :class:`CudaUnavailable` with the one line the CLI prints.
 """
 from __future__ import annotations
@@ -194,7 +194,3 @@ def detect_cuda_target(index: int = 0, with_peaks: bool = True, cache_path: str 
         store_cached_peaks(target, peaks, cache_path)
     return dataclasses.replace(target, peaks=tuple(sorted(peaks.items())))
 
-
-def require_cuda_target(index: int = 0) -> Target:
-    """:func:`detect_cuda_target`; the CLI's entry point for ``--target cuda``."""
-    return detect_cuda_target(index)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tilewise.ir.dtypes import round_to
+from tilewise.ir.triton_gemm import PRECISIONS
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.base import Candidate, Runner, register_runner
@@ -155,10 +156,6 @@ def measure_gpu(w: Workload, s: Schedule, config: GpuRunnerConfig = GpuRunnerCon
     return Measurement("ok", "", tuple(times), rel, compile_s)
 
 
-TORCH_DTYPES = {"f32": "float32", "tf32": "float32", "bf16": "bfloat16", "f16": "float16",
-                "f8e4m3": "float8_e4m3fn"}
-
-
 def measure_torch(w: Workload, precision: str, epilogue: str = "none",
                   config: GpuRunnerConfig = GpuRunnerConfig(), problem: GemmProblem | None = None) -> Measurement:
     """The library baseline: ``torch.matmul`` (cuBLAS) of the same problem in ``precision``
@@ -168,7 +165,7 @@ def measure_torch(w: Workload, precision: str, epilogue: str = "none",
     interpret = config.device == "interpret"
     dev = "cpu" if interpret else "cuda"
     problem = problem or make_gemm_problem(w, config.seed)
-    dt = getattr(torch, TORCH_DTYPES[precision])
+    dt = getattr(torch, PRECISIONS[precision][0])
     a = torch.from_numpy(problem.a).to(dev).to(dt)
     b = torch.from_numpy(problem.b).to(dev).to(dt)
     bias = torch.from_numpy(problem.bias).to(dev).to(torch.float32)
@@ -309,6 +306,3 @@ class GpuRunner(Runner):
             wk.close()
         self._closed = True
 
-
-def candidate_from(workload: str, schedule: dict[str, Any]) -> Candidate:
-    return Candidate(Workload.parse(workload), Schedule(schedule))

@@ -18,6 +18,7 @@ import os
 import time
 from typing import Callable
 
+from tilewise.costmodel.gpu_commands import GPU_FEATURES
 from tilewise.datasets.base import RecordStore
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
@@ -30,7 +31,6 @@ from tilewise.tuner.spaces.gpu_gemm import default_schedule
 from tilewise.tuner.tune import (Timing, Trial, TuneConfig, TuneResult, finish_result,
                                  search_with_database)
 
-GPU_FEATURES = "gpu_analytic"
 
 
 def gpu_strategy(name: str, space, workload: Workload, target: Target, seed: int = 0,
