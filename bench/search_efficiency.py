@@ -98,14 +98,14 @@ class MemoRunner:
 
 
 def search(name: str, w: Workload, target, space, seed: int, budget: int, batch: int, memo: MemoRunner) -> dict:
-    """One strategy run: the latency (inf for a failure) of each measurement, in order."""
+    """One strategy run: the schedules it measured, in order (``main`` reads their latencies from
+    the memo once the best ones are re-timed)."""
     strategy = create(name, space, seed=seed, workload=w, target=target)
-    latencies: list[float] = []
-    schedules: list[dict] = []
+    schedules: list = []
     ask_s = tell_s = 0.0
-    while len(latencies) < budget:
+    while len(schedules) < budget:
         t0 = time.process_time()
-        proposed = strategy.propose(min(batch, budget - len(latencies)))
+        proposed = strategy.propose(min(batch, budget - len(schedules)))
         ask_s += time.process_time() - t0
         if not proposed:
             break
@@ -113,9 +113,8 @@ def search(name: str, w: Workload, target, space, seed: int, budget: int, batch:
         t0 = time.process_time()
         strategy.observe(proposed, results)
         tell_s += time.process_time() - t0
-        latencies += [m.median_s if m.ok else math.inf for m in results]
         schedules += proposed
-    return {"latencies": latencies, "schedules": schedules, "propose_cpu_s": ask_s, "observe_cpu_s": tell_s,
+    return {"schedules": schedules, "propose_cpu_s": ask_s, "observe_cpu_s": tell_s,
             "source": getattr(strategy, "model_source", None)}
 
 

@@ -102,9 +102,9 @@ def _target_kind(kind: str) -> str:
 
 def _cuda_target():
     """The GPU torch sees (peaks measured once and cached), or one error line and exit 2."""
-    from tilewise.profiling.cuda_target import CudaUnavailable, require_cuda_target
+    from tilewise.profiling.cuda_target import CudaUnavailable, detect_cuda_target
     try:
-        return require_cuda_target()
+        return detect_cuda_target()
     except CudaUnavailable as e:
         fail(str(e))
 
@@ -463,6 +463,8 @@ def collect(
         fail(f"{e} (suites: {', '.join(sorted(SUITES))})")
     if not wls:
         fail("--workloads names no workload")
+    if rounds > 1 and cluster:      # before the cluster runner connects
+        fail("--rounds pools one machine's timings of a schedule; drop --rounds or --cluster")
     if _target_kind(target_kind) == "cuda":
         if cluster:
             fail("--cluster measures CPU kernels; drop --target cuda or --cluster")
@@ -475,8 +477,6 @@ def collect(
             fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
         runner = (_cluster_runner(cluster, RunnerConfig(build_workers=build_workers)) if cluster
                   else LocalRunner(RunnerConfig(build_workers=build_workers)))
-    if rounds > 1 and cluster:
-        fail("--rounds pools one machine's timings of a schedule; drop --rounds or --cluster")
     store = _open_db(db)
     config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed, rounds=rounds)
     columns = [TextColumn("{task.fields[workload]}"), BarColumn(bar_width=16), MofNCompleteColumn(),
