@@ -86,6 +86,12 @@ class Script:
             op = ts.TileUsingForallOp(target, num_threads=list(num_threads))
             return op.results[0], op.results[1]
 
+    def fuse(self, target: ir.Value, sizes: Sequence[int], use_forall: bool = False) -> ir.Value:
+        """``structured.fuse``: tile ``target`` by ``sizes`` (one ``scf.forall`` when
+        ``use_forall``) and fuse its producers into each tile, greedily; the tiled op."""
+        with self._ip:
+            return ts.FuseOp(target, tile_sizes=list(sizes), apply_cleanup=True, use_forall=use_forall).results[0]
+
     def fuse_into(self, producer: ir.Value, containing: ir.Value) -> tuple[ir.Value, ir.Value]:
         with self._ip:
             op = ts.FuseIntoContainingOp(producer, containing)

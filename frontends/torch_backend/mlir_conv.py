@@ -219,23 +219,21 @@ def conv_fusion_tiles(w, s) -> tuple[list[int] | None, list[int]]:
 
 def fused_conv_schedule(script, w, s) -> None:
     """The conv's tuned schedule with the epilogue as the root being tiled (module docstring)."""
-    from torch_mlir.dialects.transform import structured as ts
+    from tilewise.ir.ops.conv import tile_and_peel
     f = script.func()
     root = script.match("linalg.generic", f)
     forall, cache = conv_fusion_tiles(w, s)
     if forall is not None:
-        with script._ip:
-            root = ts.FuseOp(root, tile_sizes=forall, apply_cleanup=True, use_forall=True).results[0]
+        root = script.fuse(root, forall, use_forall=True)
     if any(cache):
-        with script._ip:
-            ts.FuseOp(root, tile_sizes=cache, apply_cleanup=True)
+        script.fuse(root, cache)
     script.canonicalize(f)          # the unfused originals are dead now
     _, _, _, tc = s.get("tile", (0, 0, 0, 0))
     if tc:
-        _tile_and_peel(script, f, [0, 0, 0, 0, 0, 0, tc], peel_from=0)
+        tile_and_peel(script, f, [0, 0, 0, 0, 0, 0, tc], peel_from=0)
     owr, fr = s.get("reg_tile", (1, 1))
-    _tile_and_peel(script, f, [1, 1, owr, fr, 0, 0, 0], peel_from=2)        # ow, f
-    _tile_and_peel(script, f, [0, 0, 0, 0, 1, 1, int(s.get("c_tile", 1))], peel_from=2)
+    tile_and_peel(script, f, [1, 1, owr, fr, 0, 0, 0], peel_from=2)        # ow, f
+    tile_and_peel(script, f, [0, 0, 0, 0, 1, 1, int(s.get("c_tile", 1))], peel_from=2)
     script.decompose(script.match(CONV_NHWC, f))
     script.canonicalize(f)
     root = script.bufferize()
@@ -249,9 +247,3 @@ def fused_conv_schedule(script, w, s) -> None:
     fh = script.hoist_vector_transfers(script.vectorize(fb))
     script.lower_vectors(fh)
 
-
-def _tile_and_peel(script, f, sizes: list[int], peel_from: int) -> None:
-    """As ``ir.ops.conv``: tile every conv by ``sizes``, peel the loops from ``peel_from`` on."""
-    _, loops = script.tile(script.match(CONV_NHWC, f), sizes)
-    script.peel(loops[peel_from:])
-    script.canonicalize(f)

@@ -352,7 +352,7 @@ def fused_schedule(script, w, s: Schedule) -> None:
         root, forall = script.tile_forall(root, [split.get(d, 0) for d in dims])
         for producer in (op_name, "linalg.fill"):
             _, forall = script.fuse_into(script.match(producer, f), forall)
-    _tile_and_fuse(script, root, sizes)
+    script.fuse(root, sizes)                        # the contraction and its fill into each tile
     script.canonicalize(f)          # the unfused originals are dead now
     script.bufferize()
     f = script.func()
@@ -376,15 +376,6 @@ def fused_schedule(script, w, s: Schedule) -> None:
     script.canonicalize(f)
     mm = script.match(op_name, f)
     register_tile_and_vectorize(script, f, mm, pre, s, w.dtype)
-
-
-def _tile_and_fuse(script, root, sizes: list[int]) -> None:
-    """``transform.structured.fuse``: tile ``root`` and fuse its producers (the contraction and its
-    fill) into each tile, greedily.  (``ir.script.Script`` has no step for it yet; this appends to
-    the script's sequence at its insertion point.)"""
-    from torch_mlir.dialects.transform import structured as ts
-    with script._ip:
-        ts.FuseOp(root, tile_sizes=list(sizes), apply_cleanup=True)
 
 
 # --- build and load ----------------------------------------------------------------------------------

@@ -214,10 +214,10 @@ class Conv2dNhwc(OpKind):
             script.tile_forall(conv, num_threads)
         toh, tow, tf, tc = s.get("tile", (0, 0, 0, 0))
         if toh or tow or tf or tc:
-            self._tile_and_peel(script, f, [0, toh, tow, tf, 0, 0, tc], peel_from=0)
+            tile_and_peel(script, f, [0, toh, tow, tf, 0, 0, tc], peel_from=0)
         owr, fr = s.get("reg_tile", (1, 1))
-        self._tile_and_peel(script, f, [1, 1, owr, fr, 0, 0, 0], peel_from=2)        # ow, f
-        self._tile_and_peel(script, f, [0, 0, 0, 0, 1, 1, int(s.get("c_tile", 1))], peel_from=2)
+        tile_and_peel(script, f, [1, 1, owr, fr, 0, 0, 0], peel_from=2)        # ow, f
+        tile_and_peel(script, f, [0, 0, 0, 0, 1, 1, int(s.get("c_tile", 1))], peel_from=2)
         script.decompose(script.match(CONV_OP, f))
         script.canonicalize(f)
         root = script.bufferize()
@@ -229,10 +229,11 @@ class Conv2dNhwc(OpKind):
         fh = script.hoist_vector_transfers(script.vectorize(fb))
         script.lower_vectors(fh)
 
-    @staticmethod
-    def _tile_and_peel(script, f, sizes: list[int], peel_from: int) -> None:
-        """Tile every conv (peeling made copies) by ``sizes``; peel the loops from ``peel_from``
-        on (the others have step 1 or divide their dim) so full tiles get static shapes."""
-        _, loops = script.tile(script.match(CONV_OP, f), sizes)
-        script.peel(loops[peel_from:])
-        script.canonicalize(f)
+
+def tile_and_peel(script, f, sizes: list[int], peel_from: int) -> None:
+    """Tile every conv (peeling made copies) by ``sizes``; peel the loops from ``peel_from`` on
+    (the others have step 1 or divide their dim) so full tiles get static shapes.  Also the fused
+    conv kernels' (``frontends.torch_backend.mlir_conv``)."""
+    _, loops = script.tile(script.match(CONV_OP, f), sizes)
+    script.peel(loops[peel_from:])
+    script.canonicalize(f)
