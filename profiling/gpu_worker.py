@@ -15,6 +15,7 @@ The environment decides the device: the parent sets ``TRITON_INTERPRET=1`` for t
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -33,6 +34,15 @@ class WorkerTimeout(RuntimeError):
     pass
 
 
+@functools.lru_cache(maxsize=2)
+def _problem(w, seed: int):
+    """The inputs and float64 references of (workload, seed), kept for the next candidates: drawing
+    them and the float64 matmul on the CPU cost more than timing a candidate on a large GEMM (as
+    the CPU timing process keeps its ``Inputs``)."""
+    from tilewise.profiling.gpu_runner import make_gemm_problem
+    return make_gemm_problem(w, seed)
+
+
 def _serve(msg: dict) -> dict:
     from tilewise.ir.schedule import Schedule
     from tilewise.ir.workload import Workload
@@ -44,8 +54,9 @@ def _serve(msg: dict) -> dict:
         if op == "precompile":
             return {"ok": precompile(w, Schedule.from_json(msg["schedule"]), cfg)}
         if op == "reference":
-            return measure_torch(w, msg["precision"], msg.get("epilogue", "none"), cfg).to_json()
-        return measure_gpu(w, Schedule.from_json(msg["schedule"]), cfg).to_json()
+            return measure_torch(w, msg["precision"], msg.get("epilogue", "none"), cfg,
+                                 problem=_problem(w, cfg.seed)).to_json()
+        return measure_gpu(w, Schedule.from_json(msg["schedule"]), cfg, problem=_problem(w, cfg.seed)).to_json()
     except Exception as e:        # a bug of ours in one candidate must not end the run
         if op == "precompile":
             return {"ok": False}
