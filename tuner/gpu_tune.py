@@ -28,7 +28,7 @@ from tilewise.profiling.target import Target
 from tilewise.tuner.base import SearchStrategy, create
 from tilewise.tuner.space import SpaceOptions, space_for
 from tilewise.tuner.spaces.gpu_gemm import default_schedule
-from tilewise.tuner.tune import (Timing, Trial, TuneConfig, TuneResult, finish_result,
+from tilewise.tuner.tune import (Timing, Trial, TuneConfig, TuneResult, fastest, finalists, finish_result,
                                  search_with_database)
 
 
@@ -51,8 +51,7 @@ def tune_gpu(workload: Workload, target: Target, config: TuneConfig = TuneConfig
     if target.kind != "cuda":
         raise ValueError(f"tune_gpu needs a cuda target, not {target.kind}")
     t_start = time.perf_counter()
-    if config.multi_objective and config.max_rel_error is None:
-        config = dataclasses.replace(config, max_rel_error=config.error_budget(workload))
+    config = config.with_error_budget(workload)
     precisions = ("lower",) if config.max_rel_error is not None else ()
     space = space_for(workload, target, SpaceOptions(1, precisions))
     strategy = strategy or gpu_strategy(config.strategy, space, workload, target, config.seed, model)
@@ -75,11 +74,10 @@ def tune_gpu(workload: Workload, target: Target, config: TuneConfig = TuneConfig
 def final_ab(workload: Workload, target: Target, config: TuneConfig, trials: list[Trial],
              prior: list[Trial], runner: GpuRunner) -> TuneResult:
     """Finalists, the default config and torch.matmul, re-measured round-robin."""
-    ok = sorted((t for t in [*trials, *prior] if t.measurement.ok), key=lambda t: t.measurement.median_s)
-    finalists = list(dict.fromkeys(t.schedule for t in ok))[:config.top_k]
+    chosen = finalists(trials, prior, config.top_k)
     default_s = Schedule(default_schedule(workload, target))
     named: dict[str, Schedule] = {"default": default_s}
-    for i, s in enumerate(finalists, 1):
+    for i, s in enumerate(chosen, 1):
         if s != default_s:
             named[f"candidate{i}"] = s
     times: dict[str, list[float]] = {k: [] for k in [*named, "reference"]}
@@ -100,8 +98,7 @@ def final_ab(workload: Workload, target: Target, config: TuneConfig, trials: lis
         elif not any("torch.matmul" in n for n in notes):
             notes.append(f"torch.matmul reference failed: {ref.status}: {ref.error_msg}")
     timings = {k: Timing(k, named.get(k), v, errors.get(k)) for k, v in times.items() if v}
-    ranked = sorted((t for k, t in timings.items() if k != "reference"), key=lambda t: t.median_s)
-    best = ranked[0] if ranked and finalists else None
+    best = fastest(timings, chosen)
     reference = timings.get("reference") or Timing("torch.matmul", None, [float("inf")])
     reference.name = "torch.matmul"
     return TuneResult(workload, target, dataclasses.replace(config), trials, best, timings.get("default"),

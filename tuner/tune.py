@@ -74,6 +74,24 @@ class TuneConfig:
         kind = workload.kind
         return max(kind.tolerance(workload, p) for p in (workload.dtype, *kind.precisions_for(workload)))
 
+    def with_error_budget(self, workload: Workload) -> "TuneConfig":
+        """This config with :meth:`error_budget` as ``max_rel_error`` (itself when it already is)."""
+        if self.multi_objective and self.max_rel_error is None:
+            return dataclasses.replace(self, max_rel_error=self.error_budget(workload))
+        return self
+
+
+def finalists(trials: list, prior: list, top_k: int) -> list[Schedule]:
+    """The ``top_k`` fastest distinct schedules measured ok, this run's and the database's."""
+    ok = sorted((t for t in [*trials, *prior] if t.measurement.ok), key=lambda t: t.measurement.median_s)
+    return list(dict.fromkeys(t.schedule for t in ok))[:top_k]
+
+
+def fastest(timings: dict, finalists: list) -> "Timing | None":
+    """The fastest of the A/B timings other than the reference (None without finalists)."""
+    ranked = sorted((t for k, t in timings.items() if k != "reference"), key=lambda t: t.median_s)
+    return ranked[0] if ranked and finalists else None
+
 
 OBJECTIVES = ("latency", "error")
 
@@ -218,8 +236,7 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
     under the target that measured it: a cluster runner (``RayRunner(..., require_target=target)``,
     ``tilewise tune --cluster``) measures on the cluster's nodes of this target and says which."""
     t_start = time.perf_counter()
-    if config.multi_objective and config.max_rel_error is None:
-        config = dataclasses.replace(config, max_rel_error=config.error_budget(workload))
+    config = config.with_error_budget(workload)
     precisions = ()
     if config.max_rel_error is not None:
         precisions = tuple(p for p in workload.kind.precisions_for(workload))
@@ -333,14 +350,13 @@ def _search(workload, target, config, strategy, runner, store, on_trial) -> list
 
 
 def _final_ab(workload, target, config, trials, prior, problem) -> TuneResult:
-    ok = sorted((t for t in [*trials, *prior] if t.measurement.ok), key=lambda t: t.measurement.median_s)
-    finalists = list(dict.fromkeys(t.schedule for t in ok))[:config.top_k]
+    chosen = finalists(trials, prior, config.top_k)
     default_s = workload.kind.default_schedule(workload, target)
     runs: dict[str, Callable[[], object]] = {}
     errors: dict[str, float] = {}
     schedules: dict[str, Schedule] = {}
     notes: list[str] = []
-    for i, s in enumerate([default_s] + finalists):
+    for i, s in enumerate([default_s] + chosen):
         name = "default" if i == 0 else f"candidate{i}"
         if i and s == default_s:
             continue
@@ -359,8 +375,7 @@ def _final_ab(workload, target, config, trials, prior, problem) -> TuneResult:
         times = _interleaved(runs, baseline, config.ab_rounds, config.ab_runs_per_round)
         ref_name = baseline.name
     timings = {k: Timing(k, schedules.get(k), v, errors.get(k)) for k, v in times.items()}
-    ranked = sorted((t for k, t in timings.items() if k != "reference"), key=lambda t: t.median_s)
-    best = ranked[0] if ranked and finalists else None
+    best = fastest(timings, chosen)
     reference = timings["reference"]
     reference.name = ref_name
     return TuneResult(workload, target, config, trials, best, timings.get("default"), reference, notes=notes)
