@@ -136,16 +136,18 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
             entry = (plan or {}).get(g.name)
             if entry is not None and entry.get("workload") != g.workload:
                 entry = None
+            k = None                            # the kernel _decide built to check the schedule
             if entry is None:
                 if store is None:
                     store = kernels.open_db(opts.db)
-                entry = _decide(g, threads, opts, store)
+                entry, k = _decide(g, threads, opts, store)
             runner = None
             if entry.get("schedule") is not None and entry.get("use_kernel", True):
                 from tilewise.ir.schedule import Schedule
                 try:
-                    k = kernels.load_kernel(Workload.parse(g.workload), Schedule.from_json(entry["schedule"]),
-                                            opts.cache_dir())
+                    if k is None:
+                        k = kernels.load_kernel(Workload.parse(g.workload), Schedule.from_json(entry["schedule"]),
+                                                opts.cache_dir())
                     runner = GroupRunner(g.to_json(), k, _out_shape(g), reuse_output=not _escapes(g.nodes[-1]))
                 except Exception as e:
                     entry = {**entry, "schedule": None, "reason": f"kernel build failed: {str(e)[:200]}"}
@@ -153,20 +155,29 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     finally:
         if store is not None:
             store.close()
+    # the graph's values on the example inputs (state restored): run once, when first needed, for
+    # both the fuse decision and max-autotune's kernel-vs-eager timing (neither changes them)
+    values: list[dict] = []
+
+    def env() -> dict:
+        if not values:
+            values.append(profile.node_values(ag, example_inputs))
+        return values[0]
     # the fuse knob: the epilogue inside the kernel (torch-mlir FX importer) or as torch ops
-    decided = fused.decide(ag, example_inputs, decided, opts, lambda g: not _escapes(g.nodes[-1]))
+    decided = fused.decide(env, decided, opts, lambda g: not _escapes(g.nodes[-1]))
     if opts.mode == "max-autotune" and plan is None:
-        decided = profile.choose_faster(ag, example_inputs, decided)
+        decided = profile.choose_faster(env(), decided)
     return decided
 
 
-def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> dict[str, Any]:
-    """The plan entry of a group: its schedule (and where it came from) or why it stays eager."""
+def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> tuple[dict[str, Any], Any]:
+    """The plan entry of a group -- its schedule (and where it came from) or why it stays eager --
+    and the kernel built to check that schedule (None when none built)."""
     from tilewise.ir.workload import Workload
     try:
         w = Workload.parse(g.workload)
     except ValueError as e:
-        return {"workload": g.workload, "schedule": None, "reason": f"not a tilewise workload: {e}"}
+        return {"workload": g.workload, "schedule": None, "reason": f"not a tilewise workload: {e}"}, None
     s = kernels.database_schedule(store, w, threads, opts.max_rel_error)
     source = "database"
     if s is None and opts.mode == "max-autotune":
@@ -181,13 +192,13 @@ def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> dict[str
     errors = []
     for s in candidates[:8]:
         try:
-            kernels.load_kernel(w, s, opts.cache_dir())
+            k = kernels.load_kernel(w, s, opts.cache_dir())
             return {"workload": g.workload, "schedule": s.to_json(), "source": source, "use_kernel": True,
-                    "reason": None}
+                    "reason": None}, k
         except Exception as e:
             errors.append(str(e)[:160])
     return {"workload": g.workload, "schedule": None,
-            "reason": "no schedule built: " + ("; ".join(errors[:2]) or "no candidate")}
+            "reason": "no schedule built: " + ("; ".join(errors[:2]) or "no candidate")}, None
 
 
 def _rewrite(ag: fx.GraphModule, decided) -> None:

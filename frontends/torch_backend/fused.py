@@ -97,15 +97,15 @@ def try_fused(g, entry: dict[str, Any], env: dict, opts, reuse_output: bool) -> 
     return runner, None
 
 
-def decide(ag, example_inputs, decided: list, opts, reuse_of) -> list:
-    """Set each kernel group's ``fuse`` knob (module docstring); returns ``decided`` updated."""
-    from tilewise.frontends.torch_backend.profile import interleaved_s, node_values
+def decide(values, decided: list, opts, reuse_of) -> list:
+    """Set each kernel group's ``fuse`` knob (module docstring); returns ``decided`` updated.
+    ``values()``: the graph's node values on the example inputs (computed once by the caller)."""
     candidates = [g for g, d in decided if d["runner"] is not None
                   and d["plan"].get("fuse", True) and any(st["op"] != "view" for st in g.epilogue)]
     if not opts.fuse or not candidates:
         return [(g, {**d, "plan": {**d["plan"], "fuse": False}}) if d["runner"] is not None else (g, d)
                 for g, d in decided]
-    env = node_values(ag, example_inputs)      # the graph on the example inputs, state restored
+    env = values()
     names = {g.name for g in candidates}
     out = []
     for g, d in decided:
@@ -122,7 +122,7 @@ def decide(ag, example_inputs, decided: list, opts, reuse_of) -> list:
                     g.name, "+".join(g.ops), why)
             elif opts.mode == "max-autotune" and "fused_s" not in plan:
                 args = [env[i] for i in g.inputs]
-                fused_s, unfused_s = interleaved_s(lambda: runner(*args), lambda: d["runner"](*args))
+                fused_s, unfused_s = profile.interleaved_s(lambda: runner(*args), lambda: d["runner"](*args))
                 plan.update(fused_s=fused_s, unfused_s=unfused_s)
                 if fused_s <= unfused_s:
                     plan.update(fuse=True, fuse_reason=None)

@@ -86,9 +86,9 @@ def eager_chain(nodes: list[fx.Node], env: dict) -> Callable[[], object]:
     return run
 
 
-def choose_faster(ag: fx.GraphModule, example_inputs, decided: list) -> list:
-    """max-autotune: time each kernel group against its ops in eager PyTorch; keep the faster."""
-    env = node_values(ag, example_inputs)
+def choose_faster(env: dict, decided: list) -> list:
+    """max-autotune: time each kernel group against its ops in eager PyTorch (``env``: the graph's
+    node values, :func:`node_values`); keep the faster."""
     out = []
     with torch.no_grad():
         for g, d in decided:
