@@ -150,20 +150,30 @@ def kernel_key(w: Workload, s: Schedule) -> str:
 
 
 def load_kernel(w: Workload, s: Schedule, cache_dir: str | None):
-    """A callable kernel for ``w`` under ``s`` (a LibraryKernel, or a JIT Kernel without a cache).
+    """A LibraryKernel for ``w`` under ``s`` (C-interface entry point, which the group runners
+    call), from the compile cache or, without one, from this process's scratch folder.
 
     Raises ScheduleError / CompileError when the schedule does not build."""
-    from tilewise.ir.compiler import LibraryKernel, compile, compile_to_shared_library
-    if cache_dir is None:
-        return compile(w, s)
+    from tilewise.ir.compiler import LibraryKernel, compile_to_shared_library
     path = cached_library(cache_dir, kernel_key(w, s) + ".so", lambda tmp: compile_to_shared_library(w, s, tmp))
     return LibraryKernel(path, w.kind.args(w, s.get("precision", w.dtype)))
 
 
-def cached_library(cache_dir: str, name: str, build) -> str:
-    """``<cache_dir>/kernels/<name>``, built by ``build(path)`` when missing: into a temporary file
-    renamed into place (a crash or a concurrent process never sees half a library); builds serialized."""
-    folder = os.path.join(cache_dir, "kernels")
+@functools.lru_cache(maxsize=1)
+def scratch_dir() -> str:
+    """Where kernels go without a compile cache: one folder per process, removed at exit."""
+    import atexit
+    import shutil
+    folder = tempfile.mkdtemp(prefix="tilewise-kernels-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def cached_library(cache_dir: str | None, name: str, build) -> str:
+    """``<cache_dir>/kernels/<name>`` (``cache_dir`` None: :func:`scratch_dir`), built by
+    ``build(path)`` when missing: into a temporary file renamed into place (a crash or a concurrent
+    process never sees half a library); builds serialized."""
+    folder = os.path.join(cache_dir if cache_dir is not None else scratch_dir(), "kernels")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
     if not os.path.exists(path):

@@ -26,11 +26,9 @@ Conv2d groups take the same path with their own program, layout rewrite and sche
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import os
-import tempfile
 import warnings
 from typing import Any, Sequence
 
@@ -439,16 +437,6 @@ def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library
     return imported
 
 
-@functools.lru_cache(maxsize=1)
-def _scratch_dir() -> str:
-    """Where kernels go without a compile cache: one folder per process, removed at exit."""
-    import atexit
-    import shutil
-    folder = tempfile.mkdtemp(prefix="tilewise-fused-")
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
-
-
 def load_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_dir: str | None):
     """A LibraryKernel for the fused group (built once per key into the compile cache)."""
     from tilewise.ir.compiler import LibraryKernel
@@ -456,6 +444,6 @@ def load_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_di
     shapes = _arg_shapes(spec, prog)
     specs = [ArgSpec(tuple(x), "f32") for x in shapes] + [ArgSpec(tuple(prog["out_shape"]), "f32", True)]
     from tilewise.frontends.torch_backend.kernels import cached_library
-    path = cached_library(cache_dir if cache_dir is not None else _scratch_dir(),
-                          "fused-" + fused_key(spec, prog, s) + ".so", lambda tmp: build_fused(spec, prog, s, tmp))
+    path = cached_library(cache_dir, "fused-" + fused_key(spec, prog, s) + ".so",
+                          lambda tmp: build_fused(spec, prog, s, tmp))
     return LibraryKernel(path, specs)

@@ -292,3 +292,14 @@ def test_failed_conv_layout_rewrite_falls_back(opts, monkeypatch, caplog):
     assert [g["fuse"] for g in groups if g["workload"].startswith("matmul")] == [True]
     lines = [r for r in caplog.records if "epilogue not fused" in r.getMessage()]
     assert len(lines) == 2 and all(r.levelno == logging.WARNING for r in lines)
+
+
+def test_without_a_compile_cache_the_unfused_kernels_run(opts):
+    """``cache: False`` builds kernels into a per-process scratch folder, plain and fused alike
+    (plain kernels used to come back as JIT kernels, whose entry point the group runner calls
+    with the wrong convention: a segfault on the first unfused call)."""
+    torch.manual_seed(0)
+    model, x = MLP(act=F.relu).eval(), torch.randn(8, 64)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options={**opts, "cache": False, "fuse": False})
+        assert rel_error(compiled(x), model(x)) <= 1e-4
