@@ -101,8 +101,8 @@ def default_location() -> str:
     ``$TILEWISE_DB``, else ``$XDG_CACHE_HOME/tilewise/records.db`` (``~/.cache/...``)."""
     if os.environ.get("TILEWISE_DB"):
         return os.environ["TILEWISE_DB"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "tilewise", "records.db")
+    from tilewise.paths import cache_home
+    return cache_home("records.db")
 
 
 def register_backend(scheme: str, module: str, cls: str) -> None:

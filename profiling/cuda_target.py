@@ -26,6 +26,7 @@ import json
 import os
 from typing import Callable
 
+from tilewise.paths import cache_home
 from tilewise.profiling.target import Target, _versions
 
 NO_CUDA_HINT = "run on a machine with an NVIDIA GPU or drop --target cuda"
@@ -102,8 +103,7 @@ def describe_cuda(index: int = 0) -> Target | None:
 
 # -- peaks -------------------------------------------------------------------------------------
 def _cache_path() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tilewise", "cuda_peaks.json")
+    return cache_home("cuda_peaks.json")
 
 
 def load_cached_peaks(target: Target, path: str | None = None) -> dict[str, float] | None:

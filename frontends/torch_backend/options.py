@@ -18,9 +18,10 @@
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from tilewise.paths import cache_home
 
 MODES = ("default", "max-autotune")
 
@@ -30,8 +31,7 @@ class OptionsError(ValueError):
 
 
 def default_cache_dir() -> str:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "tilewise", "torch_backend")
+    return cache_home("torch_backend")
 
 
 @dataclass(frozen=True)

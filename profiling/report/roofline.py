@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from tilewise.paths import cache_home
 from tilewise.profiling.target import Target
 
 _ACCUMULATORS = 12
@@ -89,8 +90,7 @@ class Roofline:
 
 
 def cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tilewise", "roofline")
+    return cache_home("roofline")
 
 
 def cached(target: Target, folder: str | None = None) -> Roofline | None:
