@@ -59,7 +59,7 @@ def _why_not(gm: fx.GraphModule, example_inputs: list) -> str | None:
 
 def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions):
     t0 = time.perf_counter()
-    graph_id = profile.next_graph_id(opts.trace)
+    graph_id = profile.next_graph_id()
     reason = _why_not(gm, example_inputs)
     ag = None
     if reason is None:

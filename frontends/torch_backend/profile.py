@@ -24,7 +24,7 @@ _SKIP = {"aten.view", "aten._unsafe_view", "aten.reshape", "aten.t", "aten.trans
          "aten.expand", "aten.unsqueeze", "aten.squeeze", "aten.detach", "aten.alias", "getitem"}
 
 
-def next_graph_id(_trace: str | None) -> int:
+def next_graph_id() -> int:
     return next(_GRAPH_IDS)
 
 
