@@ -30,7 +30,7 @@ from tilewise.ir.triton_gemm import PRECISIONS
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.base import Candidate, Runner, register_runner
-from tilewise.profiling.measure import Measurement, error_bound
+from tilewise.profiling.measure import Measurement, error_bound, rel_error
 
 DEVICES = ("cuda", "interpret")
 
@@ -90,14 +90,6 @@ def make_gemm_problem(w: Workload, seed: int = 0) -> GemmProblem:
     return GemmProblem(a, b, bias, bool(pre))
 
 
-def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
-    """Normwise: max|out - ref| / max|ref| (inf when anything is not finite)."""
-    if not np.all(np.isfinite(out)):
-        return float("inf")
-    scale = max(float(np.max(np.abs(ref))), 1e-30)
-    return float(np.max(np.abs(out - ref))) / scale
-
-
 def _failure(e: BaseException) -> Measurement:
     name = type(e).__name__
     text = " ".join(str(e).split())[:500]
@@ -106,6 +98,16 @@ def _failure(e: BaseException) -> Measurement:
     if name in ("CompilationError", "CompileTimeAssertionFailure") or "compil" in name.lower():
         return Measurement("compile_error", f"{name}: {text}")
     return Measurement("runtime_error", f"{name}: {text}")
+
+
+def _time(run, config: GpuRunnerConfig, interpret_warmup: int) -> list[float]:
+    """Seconds per call of ``run``: triton's ``do_bench`` (every run, ms -> s) on the device, or
+    ``interpret_repeats`` plain timed calls in interpreter mode (no device to synchronize)."""
+    if config.device == "interpret":
+        from tilewise.profiling.measure import time_runs
+        return time_runs(run, repeats=config.interpret_repeats, min_time_s=0.0, warmup=interpret_warmup)
+    from triton.testing import do_bench
+    return [t * 1e-3 for t in do_bench(run, warmup=config.warmup_ms, rep=config.rep_ms, return_mode="all")]
 
 
 def measure_gpu(w: Workload, s: Schedule, config: GpuRunnerConfig = GpuRunnerConfig(),
@@ -145,13 +147,7 @@ def measure_gpu(w: Workload, s: Schedule, config: GpuRunnerConfig = GpuRunnerCon
         launcher(a, b, c, bias_arg)
 
     try:
-        if interpret:
-            from tilewise.profiling.measure import time_runs
-            times = time_runs(run, repeats=config.interpret_repeats, min_time_s=0.0, warmup=0)
-        else:
-            from triton.testing import do_bench
-            times = [t * 1e-3 for t in do_bench(run, warmup=config.warmup_ms, rep=config.rep_ms,
-                                                return_mode="all")]
+        times = _time(run, config, interpret_warmup=0)
     except Exception as e:
         return _failure(e)
     if not times or min(times) <= 0:
@@ -193,12 +189,7 @@ def measure_torch(w: Workload, precision: str, epilogue: str = "none",
     try:
         out = run()
         rel = rel_error(out.double().cpu().numpy(), problem.reference(epilogue))
-        if interpret:
-            from tilewise.profiling.measure import time_runs
-            times = time_runs(run, repeats=config.interpret_repeats, min_time_s=0.0, warmup=1)
-        else:
-            from triton.testing import do_bench
-            times = [t * 1e-3 for t in do_bench(run, warmup=config.warmup_ms, rep=config.rep_ms, return_mode="all")]
+        times = _time(run, config, interpret_warmup=1)
     except Exception as e:
         return _failure(e)
     finally:

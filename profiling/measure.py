@@ -98,14 +98,18 @@ class Problem:
 
     def rel_error(self) -> float:
         """Normwise relative error of the outputs: max|out - ref| / max|ref|."""
-        worst = 0.0
-        for out, dt, ref in zip(self.outputs, self.output_dtypes, self.expected):
-            got = from_storage(out, dt)
-            if not np.all(np.isfinite(got)):
-                return float("inf")
-            scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
-            worst = max(worst, float(np.max(np.abs(got - ref))) / scale if ref.size else 0.0)
-        return worst
+        return max((rel_error(from_storage(out, dt), ref)
+                    for out, dt, ref in zip(self.outputs, self.output_dtypes, self.expected)), default=0.0)
+
+
+def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """Normwise relative error: max|got - ref| / max|ref| (inf when ``got`` is not all finite)."""
+    if not np.all(np.isfinite(got)):
+        return float("inf")
+    if not ref.size:
+        return 0.0
+    scale = max(float(np.max(np.abs(ref))), 1e-30)
+    return float(np.max(np.abs(got - ref))) / scale
 
 
 def page_aligned_empty(shape, dtype) -> np.ndarray:
