@@ -21,7 +21,6 @@ transform, the build or the check fails, the group keeps the unfused path with o
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 
 from tilewise.frontends.torch_backend import mlir_group, profile
 from tilewise.frontends.torch_backend.mlir_conv import extra_operand
-from tilewise.frontends.torch_backend.runtime import GroupRunner, _descriptor
+from tilewise.frontends.torch_backend.runtime import GroupRunner
 
 log = logging.getLogger("tilewise.torch_backend")
 _NOT_FUSABLE = "no fused kernel for this group: "
@@ -43,19 +42,15 @@ class FusedRunner(GroupRunner):
         # (input index, kernel shape[, how a conv kernel reads it: "channel" or "nchw"])
         self.extra = [(int(e[0]), tuple(e[1]), e[2] if len(e) > 2 else None) for e in prog["extra"]]
         self.final_shape = tuple(prog["final_shape"])
-        self.conv = self.anchor == "conv2d"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.conv:       # NHWC activation, HWCF filter, NHWC output seen as its NCHW view
-            a, b = self._operand("x", inputs), self._operand("w", inputs)
+        conv = self.anchor == "conv2d"      # NHWC activation, HWCF filter, NHWC output seen as NCHW
+        if conv:
             extra = [extra_operand(inputs[i], s, how) for i, s, how in self.extra]
         else:
-            a, b = self._operand("a", inputs), self._operand("b", inputs)
             extra = [inputs[i].contiguous().reshape(s) for i, s, _ in self.extra]
-        out = self._buffer if self._buffer is not None else torch.empty(self.out_shape, dtype=torch.float32)
-        descs = [_descriptor(t) for t in (a, b, *extra, out)]
-        self._fn(*[ctypes.addressof(d) for d in descs])
-        if self.conv:
+        out = self._launch(*self._anchor_operands(inputs), *extra)
+        if conv:
             return out.permute(0, 3, 1, 2)
         return out if self.final_shape == self.out_shape else out.view(self.final_shape)
 

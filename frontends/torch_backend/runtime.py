@@ -99,14 +99,21 @@ class GroupRunner:
             return _hwcf(x).contiguous()
         return x.contiguous()
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def _anchor_operands(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchor's two operands in the kernel's layouts (conv: NHWC activation, HWCF filter)."""
         if self.anchor == "conv2d":
-            a, b = self._operand("x", inputs), self._operand("w", inputs)
-        else:
-            a, b = self._operand("a", inputs), self._operand("b", inputs)
+            return self._operand("x", inputs), self._operand("w", inputs)
+        return self._operand("a", inputs), self._operand("b", inputs)
+
+    def _launch(self, *operands: torch.Tensor) -> torch.Tensor:
+        """Run the kernel on ``operands`` into the output buffer (reused, or fresh per call)."""
         out = self._buffer if self._buffer is not None else torch.empty(self.out_shape, dtype=torch.float32)
-        descs = [_descriptor(a), _descriptor(b), _descriptor(out)]
+        descs = [_descriptor(t) for t in (*operands, out)]
         self._fn(*[ctypes.addressof(d) for d in descs])
+        return out
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self._launch(*self._anchor_operands(inputs))
         y = out.permute(0, 3, 1, 2) if self.anchor == "conv2d" else out
         return self._epilogue(y, inputs)
 
