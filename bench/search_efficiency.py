@@ -1,6 +1,6 @@
 """How many measurements does each search strategy need to find a fast schedule?
 
-For each workload -- none of them in the embedded dataset (``datasets/data/embedded_v2.README``),
+For each workload -- none of them in the embedded dataset (``datasets/data/embedded_v3.README``),
 so the embedded cost model has never seen them -- and each seed, every strategy (``random``,
 ``optuna``, ``model``) proposes batches of ``--batch`` schedules until ``--budget`` measurements.
 Per strategy it reports the best-so-far latency after 8/16/32/64 (and ``--budget``) measurements
@@ -258,10 +258,10 @@ def _tables(console, runs, best, args, strategies, config) -> dict:
 
 
 def _warn_if_embedded(workloads, console) -> None:
-    from tilewise.datasets.embedded import DATA_DIR
-    readme = (DATA_DIR / "embedded_v2.README").read_text()
+    from tilewise.datasets.embedded import embedded_records
+    seen = {str(r.workload) for r in embedded_records()}
     for w in workloads:
-        if str(w) in readme.split():
+        if str(w) in seen:
             console.print(f"[yellow]{w} is in the embedded dataset: the model strategy has seen it[/]")
 
 

@@ -5,17 +5,17 @@
 grouped by workload that start from the regression's prediction (``base_margin``): they reorder
 candidates within a workload, and the level starts at the regression's (it drifts as rounds add up,
 hence only 30 by default).
-The default is ``reg``: over 5 workload splits of the 101-workload dataset (embedded_v2, analytic
-features, bench/costmodel_table.py --seeds 5) the two rank about equally (Spearman 0.781 vs 0.791,
-top-1 0.888 vs 0.884) and ``reg`` predicts the level far better (MAPE 0.21 vs 0.29); more
-``rank_rounds`` (100) rank no better and lose the level.
+The default is ``reg``: over 5 workload splits of the 190-workload dataset (embedded_v3, analytic
+features, ``bench/costmodel_table.py --seeds 5``) the two rank alike (Spearman 0.837 vs 0.838,
+top-1 0.944 vs 0.939) and ``reg`` predicts the level far better (MAPE 0.13 vs 0.24); more
+``rank_rounds`` (100) ranked no better and lost the level (on embedded_v2).
 Uncertainty: ``members`` extra regression boosters, each on a bootstrap sample of the rows; the
 std of their predictions (log space) is the reported std.  ``predict`` of the ``reg`` objective is
 the mean of the main booster and the first ``bag`` members (bagging; 0 = the main booster alone):
-over 5 workload splits of the re-collected dataset (embedded_v2) bagging 2 members took Spearman
-0.771 -> 0.781, top-1 0.877 -> 0.888, MAPE 0.215 -> 0.212 at no extra training cost (the members
-are trained for the std anyway); 4 members ranked no better (0.781 / 0.886) and cost 5 boosters
-per prediction instead of 3 (100k candidates: 1.24 s of predict instead of ~0.7).
+over 5 workload splits of embedded_v2 bagging 2 members took Spearman 0.771 -> 0.781, top-1
+0.877 -> 0.888, MAPE 0.215 -> 0.212 at no extra training cost (the members are trained for the std
+anyway); 4 members ranked no better (0.781 / 0.886) and cost 5 boosters per prediction instead of 3
+(100k candidates: 1.24 s of predict instead of ~0.7).
 ``update`` adds ``update_rounds`` trees to every booster, fit on the retained rows plus the new.
 Payloads are XGBoost's own UBJSON model files.  ``nthread`` defaults to 1: with a tuner timing
 kernels on the other cores, two threads trained 300 trees on 3000 rows in 11.6 s, one in 4.6 s.

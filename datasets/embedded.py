@@ -1,9 +1,9 @@
 """The embedded dataset: measurements shipped with tilewise, so a new user gets a trained model
 without collecting.
 
-``data/embedded_v2.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
+``data/embedded_v3.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
 machine with ``tilewise collect`` over the named suites (the workload list and the command are in
-``data/embedded_v2.README``); its records carry that machine's ``Target``, so they answer for that
+``data/embedded_v3.README``); its records carry that machine's ``Target``, so they answer for that
 target only — models trained on them still rank schedules elsewhere, which is what the tuner uses
 them for.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-EMBEDDED_DATASET = DATA_DIR / "embedded_v2.jsonl.gz"
+EMBEDDED_DATASET = DATA_DIR / "embedded_v3.jsonl.gz"
 
 
 def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:
@@ -57,14 +57,24 @@ def write_records(records, path: str | os.PathLike, max_times: int | None = None
     return n
 
 
-def embedded_store(cache_dir: str | os.PathLike | None = None):
-    """A SQLite record store holding the embedded dataset (built once in a cache directory)."""
-    from tilewise.datasets.base import open_store
-    cache = Path(cache_dir or os.environ.get("TILEWISE_CACHE", Path.home() / ".cache" / "tilewise"))
-    cache.mkdir(parents=True, exist_ok=True)
-    stamp = f"{EMBEDDED_DATASET.stat().st_size}-{int(EMBEDDED_DATASET.stat().st_mtime)}"
-    db = cache / f"embedded_v2-{stamp}.db"
-    store = open_store(str(db))
-    if len(store) == 0:
-        store.append(list(embedded_records()))
-    return store
+def pool_collections(*collections) -> list:
+    """Records of one set of schedules measured in independent collections (each a sequence of
+    records; e.g. two ``tilewise collect --rounds R`` runs with the same seed) -> one record per
+    schedule, in the first collection's order, whose measurement pools them all
+    (:func:`~tilewise.profiling.measure.pool_measurements`).  Raises ValueError, naming an example,
+    when the collections do not hold the same (workload, target, schedule) keys."""
+    import dataclasses
+    from tilewise.profiling.measure import pool_measurements
+
+    def key(r) -> tuple:
+        return r.workload_key, r.target_key, r.schedule_key
+    first, *rest = [list(c) for c in collections]
+    keys = [key(r) for r in first]
+    by_key = [{key(r): r for r in c} for c in rest]
+    for c, index in zip(rest, by_key):
+        odd = set(keys) ^ set(index)
+        if odd or len(index) != len(c) or len(set(keys)) != len(keys):
+            example = next(iter(odd), "a schedule measured twice in one collection")
+            raise ValueError(f"collections to pool must hold the same schedules once each: {example}")
+    return [dataclasses.replace(r, measurement=pool_measurements([r.measurement] + [ix[k].measurement for ix in by_key]))
+            for r, k in zip(first, keys)]

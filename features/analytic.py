@@ -28,6 +28,14 @@ says how), so a column means the same thing for a matmul, a convolution or a sof
   ``idle_threads``, ``split_p{0,1,2}``, ``log2_units_per_thread``;
 - ``promote``, ``unroll``, ``vectorize``, ``interchange_*`` (contractions; conv = default order),
   ``stride``;
+- memory layout, per operand (``in0``, ``in1``, ``out``) as the kernel streams it: ``log2_row_stride_*``
+  (bytes between the rows it reads: B's packed panel width when promoted), ``row_align_*`` (trailing
+  zero bits of that stride, capped at 14: power-of-two strides alias), ``log2_l1_sets_*`` (L1 sets the
+  rows map to: an L1 indexed within a page has page / line sets per way, so rows a multiple of 4 KiB
+  apart all fall in one), ``log2_rows_over_l1_*`` (rows one register tile's sweep touches -- B's Kc
+  rows, the mr rows of A and C, a tile of rows -- over the lines the L1 holds for them: above 0 they
+  evict each other), ``log2_pages_*`` (4 KiB pages that sweep touches, the TLB's load);
+  ``log2_pack_per_fma`` (B elements copied per FMA when promoted: 1 / Mc);
 - ``log2_flops``, ``log2_bytes``; ``log10_compute_s`` (flops at cores * lanes * 2 FMA units * 2
   flops * 3 GHz), ``log10_memory_s`` (bytes at 20 GB/s), ``log10_roofline_s`` (their max) and
   ``log10_schedule_bound_s`` (the compute bound charged for load imbalance, unused lanes and
@@ -56,6 +64,10 @@ CACHES = ("L1d", "L2", "L3")
 CLOCK_HZ = 3e9
 FMA_UNITS = 2
 MEMORY_BYTES_PER_S = 20e9
+#: bytes of a page (the TLB's unit) and of a cache line; an L1 indexed with page-offset bits has
+#: PAGE / LINE sets and L1d / PAGE ways
+PAGE = 4096
+LINE = 64
 _TINY = 2.0 ** -30
 
 
@@ -172,6 +184,21 @@ def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     put("interchange_", _one_hot(v.interchange, len(INTERCHANGES)),
         ["".join("mnk"[i] for i in p) for p in INTERCHANGES])
     out["stride"] = v.stride
+
+    # -- memory layout of the streams
+    ways = max(caches.get("L1d", 8 * PAGE) // PAGE, 1)
+    stride = np.maximum(np.rint(v.row_stride), 1).astype(np.int64)
+    groups = PAGE // LINE
+    sets = np.where(stride % LINE == 0, groups // np.gcd(stride // LINE, groups), groups)
+    low_bit = stride & -stride
+    rows_ = v.sweep_rows
+    pages = np.where(stride >= PAGE, rows_, np.maximum(rows_ * stride / PAGE, np.minimum(rows_, 1)))
+    put("log2_row_stride_", _log2(stride), OPERANDS)
+    put("row_align_", np.minimum(np.log2(low_bit), 14.0), OPERANDS)
+    put("log2_l1_sets_", _log2(sets), OPERANDS)
+    put("log2_rows_over_l1_", _log2(rows_) - _log2(sets * ways), OPERANDS)
+    put("log2_pages_", _log2(pages), OPERANDS)
+    out["log2_pack_per_fma"] = _log2(v.promote / np.maximum(v.C[:, 1], 1))
 
     # -- totals and ideal times
     compute_s = v.flops / (used * lanes * FMA_UNITS * 2 * CLOCK_HZ)

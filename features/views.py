@@ -77,6 +77,8 @@ class View:
     flops: np.ndarray
     bytes_total: np.ndarray   # every argument once, inputs in the compute precision
     stride: np.ndarray
+    row_stride: np.ndarray    # (n, 3) bytes between consecutive rows of each operand as the kernel reads it
+    sweep_rows: np.ndarray    # (n, 3) rows of each operand one register tile's sweep touches
 
     @property
     def n(self) -> int:
@@ -91,7 +93,8 @@ class View:
         def z(*shape):
             return np.zeros((0,) + shape)
         kw = {f.name: z() for f in fields(cls)}
-        kw.update(D=z(4), Dt=z(4), C=z(4), T=z(4), cache_bytes=z(3), reg_bytes=z(3))
+        kw.update(D=z(4), Dt=z(4), C=z(4), T=z(4), cache_bytes=z(3), reg_bytes=z(3), row_stride=z(3),
+                  sweep_rows=z(3))
         return cls(**kw)
 
 
@@ -170,11 +173,15 @@ def _contraction_view(a: np.ndarray) -> View:
     eb = _ELT_BYTES[prec.astype(int)]
     cache_bytes = np.stack([C[:, 1] * C[:, 3] * eb, C[:, 3] * C[:, 2] * eb, C[:, 1] * C[:, 2] * ob], axis=1)
     reg_bytes = np.stack([T[:, 1] * T[:, 3] * eb, T[:, 3] * T[:, 2] * eb, T[:, 1] * T[:, 2] * ob], axis=1)
+    # A is read along its rows (k); B row by row down k, from the packed Kc x Nc panel if promoted; C
+    # row by row (mr rows of it live in registers)
+    row_stride = np.stack([k * eb, np.where(promote > 0, C[:, 2], n) * eb, n * ob], axis=1)
+    sweep_rows = np.stack([T[:, 1], C[:, 3], T[:, 1]], axis=1)
     return View(family=0 * one, D=D, Dt=Dt, m0=one, m0t=one, rm=one, C=C, T=T, vec_axis=2 * one,
                 cache_bytes=cache_bytes, reg_bytes=reg_bytes, flops_per_iter=2 * one, threads=threads,
                 split_axis=split.astype(float), split_units=units, promote=promote, unroll=unroll,
                 vectorize=vec, interchange=ix, precision=prec, elt_bytes=eb, out_bytes=ob, flops=flops,
-                bytes_total=ins * eb + outs * ob, stride=one)
+                bytes_total=ins * eb + outs * ob, stride=one, row_stride=row_stride, sweep_rows=sweep_rows)
 
 
 # -- conv ------------------------------------------------------------------------------------------
@@ -214,11 +221,15 @@ def _conv_view(a: np.ndarray) -> View:
     reg_bytes = np.stack([((T[:, 1] - 1) * stride + 1) * T[:, 3] * eb, T[:, 3] * T[:, 2] * eb,
                           T[:, 1] * T[:, 2] * ob], axis=1)
     split = np.where(by_f, 2, 0).astype(float)             # n and oh both live in p0
+    # the input is read pixel by pixel (stride * C apart) along a row of owr outputs, the filter
+    # channel row by channel row (F apart) over a c_tile step, the output pixel by pixel
+    row_stride = np.stack([stride * c * eb, f * eb, f * ob], axis=1)
+    sweep_rows = np.stack([T[:, 1], T[:, 3], T[:, 1]], axis=1)
     return View(family=one, D=D, Dt=Dt, m0=nb, m0t=m0t, rm=kh * kw, C=C, T=T, vec_axis=2 * one,
                 cache_bytes=cache_bytes, reg_bytes=reg_bytes, flops_per_iter=2 * one, threads=threads,
                 split_axis=split, split_units=units, promote=0 * one, unroll=one, vectorize=vec,
                 interchange=0 * one, precision=prec, elt_bytes=eb, out_bytes=ob, flops=flops,
-                bytes_total=ins * eb + outs * ob, stride=stride)
+                bytes_total=ins * eb + outs * ob, stride=stride, row_stride=row_stride, sweep_rows=sweep_rows)
 
 
 # -- row-wise: elementwise, reductions, softmax -----------------------------------------------------
@@ -273,11 +284,18 @@ def _rowwise_view(a: np.ndarray) -> View:
         return np.stack([block * eb, np.where(arity >= 2, block * eb, 0), out], axis=1)
 
     fpi = flops / np.maximum(lead * rows * cols, 1)
+    # every operand is read (written) a tile of rows at a time, rows a row length apart; a tile of
+    # whole rows is one run of memory
+    row_stride = np.repeat((cols * eb)[:, None], 3, axis=1)
+    row_stride[:, 2] = np.where(red, ob, cols * ob)
+    sweep = np.where(t_vec >= np.where(ew, Dt[:, 2], Dt[:, 3]), 1, T[:, 1])
+    sweep_rows = np.stack([sweep, np.where(arity >= 2, sweep, 0), np.where(red, 1, sweep)], axis=1)
     return View(family=fam, D=D, Dt=Dt, m0=one, m0t=one, rm=one, C=C, T=T, vec_axis=vec_axis.astype(float),
                 cache_bytes=operand_bytes(C), reg_bytes=operand_bytes(T), flops_per_iter=fpi,
                 threads=threads, split_axis=split.astype(float), split_units=units, promote=0 * one,
                 unroll=one, vectorize=vec, interchange=-one, precision=prec, elt_bytes=eb, out_bytes=ob,
-                flops=flops, bytes_total=ins * eb + outs * ob, stride=one)
+                flops=flops, bytes_total=ins * eb + outs * ob, stride=one, row_stride=row_stride,
+                sweep_rows=sweep_rows)
 
 
 _ROWS: dict[int, tuple[Callable, Callable]] = {

@@ -73,6 +73,19 @@ class Measurement:
                    d.get("compile_time_s", 0.0))
 
 
+def pool_measurements(measurements: list) -> Measurement:
+    """One measurement of a schedule from several measurements of it (rounds of one collection, or
+    independent collections): the first failure if any failed (a schedule that fails once is not a
+    schedule to ship), else ``ok`` with every timing, the largest error seen and the first build's
+    compile time."""
+    bad = [m for m in measurements if not m.ok]
+    if bad:
+        return bad[0]
+    times = tuple(t for m in measurements for t in m.times_s)
+    errors = [m.rel_error for m in measurements if m.rel_error is not None]
+    return Measurement("ok", "", times, max(errors) if errors else None, measurements[0].compile_time_s)
+
+
 @dataclass
 class Problem:
     """Inputs for one workload in one precision, the float64 reference and output buffers."""

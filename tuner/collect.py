@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 from tilewise.ir.workload import Workload
 from tilewise.profiling.base import Candidate, Runner
+from tilewise.profiling.measure import pool_measurements
 from tilewise.profiling.target import Target
 from tilewise.tuner.base import create
 from tilewise.tuner.space import SpaceOptions, space_for
@@ -133,8 +134,8 @@ def _store(store, w: Workload, schedules, measured, progress: CollectProgress) -
 def _measure_in_rounds(runner: Runner, w: Workload, schedules: list, target: Target, config: CollectConfig,
                        progress: CollectProgress, on_progress) -> list[tuple]:
     """Measure ``schedules`` ``config.rounds`` times, each round in its own shuffled order (batches
-    of ``batch_size``), and pool each schedule's rounds (:func:`pool_rounds`).  A schedule that
-    failed (a crash, a timeout, a wrong result) is not measured again in later rounds."""
+    of ``batch_size``), and pool each schedule's rounds (:func:`pool_measurements`).  A schedule
+    that failed (a crash, a timeout, a wrong result) is not measured again in later rounds."""
     import random
     rng = random.Random(_stream_seed(config.seed + 1, w))
     per_schedule: list[list] = [[] for _ in schedules]
@@ -148,17 +149,4 @@ def _measure_in_rounds(runner: Runner, w: Workload, schedules: list, target: Tar
             if on_progress:
                 progress.workload = f"{w} (round {r + 1}/{config.rounds})"
                 on_progress(progress)
-    return [(pool_rounds(ms), target) for ms in per_schedule]
-
-
-def pool_rounds(measurements: list):
-    """One measurement from several rounds of the same schedule: the first failure if any round
-    failed (a schedule that fails once is not a schedule to ship), else ``ok`` with every round's
-    timings, the largest error seen and the first build's compile time."""
-    from tilewise.profiling.measure import Measurement
-    bad = [m for m in measurements if not m.ok]
-    if bad:
-        return bad[0]
-    times = tuple(t for m in measurements for t in m.times_s)
-    errors = [m.rel_error for m in measurements if m.rel_error is not None]
-    return Measurement("ok", "", times, max(errors) if errors else None, measurements[0].compile_time_s)
+    return [(pool_measurements(ms), target) for ms in per_schedule]

@@ -177,6 +177,32 @@ def test_rowwise_values_by_hand():
     assert f["reg_rem_r"] == pytest.approx(0.04)
 
 
+def test_memory_layout_by_hand():
+    # B rows 1024 f32 = 4 KiB apart: every row of a Kc = 64 sweep falls in one L1 set (32 KiB L1:
+    # 8 ways of 64 sets), 64 rows over 8 lines; one page per row
+    f = features(cand("matmul:64x1024x80:f32", tile=[32, 128, 64], reg_tile=[4, 16]))
+    assert f["log2_row_stride_in0"] == pytest.approx(math.log2(320)) and f["row_align_in0"] == 6
+    assert f["log2_l1_sets_in0"] == 6                                   # 320 = 5 lines: all 64 sets
+    assert f["row_align_in1"] == 12 and f["log2_l1_sets_in1"] == 0
+    assert f["log2_rows_over_l1_in1"] == pytest.approx(3)                # 64 rows / (1 set x 8 ways)
+    assert f["log2_pages_in1"] == pytest.approx(6)
+    assert f["log2_rows_over_l1_out"] == pytest.approx(-1)               # mr = 4 rows of C
+    assert f["log2_pack_per_fma"] == pytest.approx(-30)
+    # promoted: B is read from its 128-wide packed panel (512 bytes a row: 8 sets), copied once per Mc rows
+    f = features(cand("matmul:64x1024x80:f32", tile=[32, 128, 64], reg_tile=[4, 16], promote=True))
+    assert f["row_align_in1"] == 9 and f["log2_l1_sets_in1"] == 3
+    assert f["log2_rows_over_l1_in1"] == pytest.approx(0)                # 64 rows / (8 sets x 8 ways)
+    assert f["log2_pages_in1"] == pytest.approx(3)                       # 64 x 512 bytes = 8 pages
+    assert f["log2_pack_per_fma"] == pytest.approx(-5)                   # 1 / Mc
+    # rows of 400 bytes: not line-aligned, so they spread over every set; a 4-row tile reads 4 runs
+    # unless its vector covers the whole row
+    f = features(cand("add:10x100:f32", tile=4, vector=16))
+    assert f["row_align_in0"] == 4 and f["log2_l1_sets_in0"] == 6
+    assert f["log2_rows_over_l1_in0"] == pytest.approx(2 - 9) and f["log2_pages_in0"] == 0
+    f = features(cand("add:10x100:f32", tile=4, vector=128))
+    assert f["log2_rows_over_l1_in0"] == pytest.approx(0 - 9)
+
+
 def test_target_features():
     ex = base.create("target")
     row = dict(zip(ex.names(), ex.extract(mixed_batch()[:1], TARGET)[0].tolist()))

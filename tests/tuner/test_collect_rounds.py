@@ -6,9 +6,9 @@ import pytest
 from tilewise.datasets import open_store
 from tilewise.ir.workload import Workload
 from tilewise.profiling.base import Runner
-from tilewise.profiling.measure import Measurement
+from tilewise.profiling.measure import Measurement, pool_measurements
 from tilewise.profiling.target import detect
-from tilewise.tuner.collect import CollectConfig, collect, pool_rounds
+from tilewise.tuner.collect import CollectConfig, collect
 
 
 class Recording(Runner):
@@ -68,7 +68,7 @@ def test_a_schedule_failing_in_any_round_is_recorded_as_failed(tmp_path):
 def test_pool_rounds_and_bad_rounds():
     a = Measurement("ok", "", (1.0, 2.0), 1e-6, 0.3)
     b = Measurement("ok", "", (3.0,), 2e-6, 0.4)
-    pooled = pool_rounds([a, b])
+    pooled = pool_measurements([a, b])
     assert pooled.ok and pooled.times_s == (1.0, 2.0, 3.0) and pooled.rel_error == 2e-6
     assert pooled.compile_time_s == 0.3 and pooled.median_s == 2.0
     with pytest.raises(ValueError, match="rounds must be >= 1"):

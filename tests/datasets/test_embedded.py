@@ -1,0 +1,34 @@
+"""Building the shipped dataset: pooling independent collections, thinning timings."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tilewise.datasets.embedded import embedded_records, pool_collections, write_records
+from tilewise.profiling.measure import Measurement
+
+from .records import GOLDEN_TARGET, make_record
+
+
+def test_pool_collections_pools_each_schedule_and_keeps_order(tmp_path):
+    a = [make_record(i, target=GOLDEN_TARGET) for i in range(4)]
+    b = [dataclasses.replace(r, measurement=Measurement("ok", "", (9.0, 10.0), 5e-7, 0.2)) for r in a[::-1]]
+    b[0] = dataclasses.replace(b[0], measurement=Measurement("timeout", "ran past 1 s"))   # schedule 3
+    pooled = pool_collections(a, b)
+    assert [r.schedule_key for r in pooled] == [r.schedule_key for r in a]
+    assert pooled[0].measurement.times_s == a[0].measurement.times_s + (9.0, 10.0)
+    assert pooled[0].measurement.rel_error == 5e-7
+    assert pooled[3].measurement.status == "timeout", "a schedule failing in any collection is failed"
+    write_records(pooled, tmp_path / "d.jsonl.gz", max_times=3)
+    back = list(embedded_records(tmp_path / "d.jsonl.gz"))
+    assert len(back) == 4 and len(back[0].measurement.times_s) == 3
+    assert back[0].measurement.times_s[0] == min(pooled[0].measurement.times_s)
+
+
+def test_pool_collections_refuses_different_schedules():
+    a = [make_record(i, target=GOLDEN_TARGET) for i in range(3)]
+    with pytest.raises(ValueError, match="same schedules"):
+        pool_collections(a, a[:2])
+    with pytest.raises(ValueError, match="measured twice"):
+        pool_collections(a, a + a[:1])
