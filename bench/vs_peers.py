@@ -117,7 +117,7 @@ def ensure_tvm(venv: Path) -> tuple[str | None, str]:
 
 
 def run_tvm(py: str, w: Workload, threads: int, trials: int, per_iter: int, seed: int,
-            tilewise_schedule: dict | None = None, rounds: int = 15) -> dict:
+            tilewise_schedule: dict | None, rounds: int) -> dict:
     """bench/tvm_matmul.py in the TVM environment on the first ``threads`` cores (timing
     ``tilewise_schedule`` beside TVM's kernel when given); its JSON, or {"error": ...}."""
     m, n, k = w.shapes[0]

@@ -68,13 +68,14 @@ def pool_collections(*collections) -> list:
 
     def key(r) -> tuple:
         return r.workload_key, r.target_key, r.schedule_key
-    first, *rest = [list(c) for c in collections]
-    keys = [key(r) for r in first]
-    by_key = [{key(r): r for r in c} for c in rest]
-    for c, index in zip(rest, by_key):
-        odd = set(keys) ^ set(index)
-        if odd or len(index) != len(c) or len(set(keys)) != len(keys):
-            example = next(iter(odd), "a schedule measured twice in one collection")
-            raise ValueError(f"collections to pool must hold the same schedules once each: {example}")
-    return [dataclasses.replace(r, measurement=pool_measurements([r.measurement] + [ix[k].measurement for ix in by_key]))
-            for r, k in zip(first, keys)]
+    lists = [list(c) for c in collections]
+    indexes = [{key(r): r for r in c} for c in lists]
+    if any(len(index) != len(c) for c, index in zip(lists, indexes)):
+        raise ValueError("collections to pool must hold the same schedules once each: "
+                         "a schedule measured twice in one collection")
+    for index in indexes[1:]:
+        odd = set(indexes[0]) ^ set(index)
+        if odd:
+            raise ValueError(f"collections to pool must hold the same schedules once each: {next(iter(odd))}")
+    return [dataclasses.replace(r, measurement=pool_measurements([ix[k].measurement for ix in indexes]))
+            for k, r in indexes[0].items()]

@@ -38,7 +38,6 @@ from tilewise.profiling.base import Candidate
 from tilewise.profiling.target import Target
 
 PRECISIONS = tuple(_GEMM_PRECISIONS)
-_ELT = ELEMENT_BYTES
 #: nominal dense FLOP/s per SM per cycle (x 2 for FMA) by precision, for targets without peaks:
 #: fp32 CUDA cores, then tensor cores (Ampere/Hopper-class ratios)
 _NOMINAL_PER_SM_CYCLE = {"f32": 256, "tf32": 1024, "bf16": 2048, "f16": 2048, "f8e4m3": 4096}
@@ -105,7 +104,7 @@ def candidate_row(c: Candidate, target: Target) -> list[float]:
     bm, bn, bk = int(s["block_m"]), int(s["block_n"]), int(s["block_k"])
     gm, warps, stages = int(s.get("group_m", 8)), int(s.get("num_warps", 4)), int(s.get("num_stages", 3))
     sk, prec, epi = int(s.get("split_k", 1)), str(s.get("precision", "f32")), str(s.get("epilogue", "none"))
-    elt = _ELT.get(prec, 4)
+    elt = ELEMENT_BYTES.get(prec, 4)
     tm, tn = -(-m // bm), -(-n // bn)
     programs = tm * tn * batch * sk
     k_iters = -(-k // (bk * sk))

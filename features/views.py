@@ -286,8 +286,7 @@ def _rowwise_view(a: np.ndarray) -> View:
     fpi = flops / np.maximum(lead * rows * cols, 1)
     # every operand is read (written) a tile of rows at a time, rows a row length apart; a tile of
     # whole rows is one run of memory
-    row_stride = np.repeat((cols * eb)[:, None], 3, axis=1)
-    row_stride[:, 2] = np.where(red, ob, cols * ob)
+    row_stride = np.stack([cols * eb, cols * eb, np.where(red, ob, cols * ob)], axis=1)
     sweep = np.where(t_vec >= np.where(ew, Dt[:, 2], Dt[:, 3]), 1, T[:, 1])
     sweep_rows = np.stack([sweep, np.where(arity >= 2, sweep, 0), np.where(red, 1, sweep)], axis=1)
     return View(family=fam, D=D, Dt=Dt, m0=one, m0t=one, rm=one, C=C, T=T, vec_axis=vec_axis.astype(float),

@@ -30,7 +30,7 @@ from tilewise.ir.triton_gemm import PRECISIONS
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
 from tilewise.profiling.base import Candidate, Runner, register_runner
-from tilewise.profiling.measure import Measurement, error_bound, rel_error
+from tilewise.profiling.measure import Measurement, error_bound, rel_error, time_runs
 
 DEVICES = ("cuda", "interpret")
 
@@ -104,7 +104,6 @@ def _time(run, config: GpuRunnerConfig, interpret_warmup: int) -> list[float]:
     """Seconds per call of ``run``: triton's ``do_bench`` (every run, ms -> s) on the device, or
     ``interpret_repeats`` plain timed calls in interpreter mode (no device to synchronize)."""
     if config.device == "interpret":
-        from tilewise.profiling.measure import time_runs
         return time_runs(run, repeats=config.interpret_repeats, min_time_s=0.0, warmup=interpret_warmup)
     from triton.testing import do_bench
     return [t * 1e-3 for t in do_bench(run, warmup=config.warmup_ms, rep=config.rep_ms, return_mode="all")]
@@ -113,7 +112,7 @@ def _time(run, config: GpuRunnerConfig, interpret_warmup: int) -> list[float]:
 def measure_gpu(w: Workload, s: Schedule, config: GpuRunnerConfig = GpuRunnerConfig(),
                 problem: GemmProblem | None = None) -> Measurement:
     """One candidate on the device (module docstring); never raises for a bad schedule."""
-    from tilewise.ir.triton_gemm import PRECISIONS, GemmConfig, GemmLauncher, TritonScheduleError
+    from tilewise.ir.triton_gemm import GemmConfig, GemmLauncher, TritonScheduleError
     try:
         cfg = GemmConfig.from_schedule(s)
     except (TritonScheduleError, TypeError) as e:
@@ -201,7 +200,7 @@ def precompile(w: Workload, s: Schedule, config: GpuRunnerConfig = GpuRunnerConf
     """Compile ``s`` for ``w`` into Triton's on-disk cache without launching it (the arguments
     have the shapes, dtypes and alignment of :func:`measure_gpu`'s, so its launch hits the cache).
     False when it does not compile (the timed run records why)."""
-    from tilewise.ir.triton_gemm import PRECISIONS, GemmConfig, GemmLauncher, TritonScheduleError
+    from tilewise.ir.triton_gemm import GemmConfig, GemmLauncher, TritonScheduleError
     try:
         cfg = GemmConfig.from_schedule(s)
     except (TritonScheduleError, TypeError):

@@ -18,7 +18,6 @@ import os
 import time
 from typing import Callable
 
-from tilewise.costmodel.gpu_commands import GPU_FEATURES
 from tilewise.datasets.base import RecordStore
 from tilewise.ir.schedule import Schedule
 from tilewise.ir.workload import Workload
@@ -38,6 +37,7 @@ def gpu_strategy(name: str, space, workload: Workload, target: Target, seed: int
     if name == "model":
         if model is None:
             from tilewise.costmodel.base import create as create_model
+            from tilewise.costmodel.gpu_commands import GPU_FEATURES
             model = create_model("xgb", features=GPU_FEATURES)
         return create("model", space, seed=seed, workload=workload, target=target, model=model)
     return create(name, space, seed=seed, workload=workload, target=target)

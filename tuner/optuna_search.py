@@ -302,25 +302,27 @@ class _OptunaStrategy(SearchStrategy):
                                              storage=self.storage, study_name=self.study_name,
                                              load_if_exists=self.storage is not None)
             early, self._early_trials = self._early_trials, []
-            # a shared study gets a warm-start result once: its completed trials are read once here,
-            # not once per early trial (one storage query each)
-            done = (None if self.storage is None else
-                    [t.params for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))])
+            # a shared study's completed trials are read once here, not once per early trial
+            done = self._completed_params() if self.storage is not None else None
             for trial in early:
-                if done is None or trial.params not in done:
-                    self.study.add_trial(trial)
-                    if done is not None:
-                        done.append(trial.params)
+                self._add_trial(trial, done)
         self._sync_shared()
 
-    def _add_trial(self, trial) -> None:
+    def _add_trial(self, trial, done: list | None = None) -> None:
+        """Tell the study a result it did not ask for; a shared study gets a warm-start result once
+        (``done``: its completed trials' params when the caller already read them)."""
         if self.study is None:
             self._early_trials.append(trial)
-        elif self.storage is None or not self._completed_with(trial.params):
-            self.study.add_trial(trial)        # a shared study gets a warm-start result once
+            return
+        if self.storage is not None:
+            done = self._completed_params() if done is None else done
+            if trial.params in done:
+                return
+            done.append(trial.params)
+        self.study.add_trial(trial)
 
-    def _completed_with(self, params: Mapping[str, Any]) -> bool:
-        return any(t.params == params for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    def _completed_params(self) -> list:
+        return [t.params for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
     def _sync_shared(self) -> None:
         """Read the shared study: other workers' in-flight schedules are seen, their completed ones
