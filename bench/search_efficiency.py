@@ -1,6 +1,6 @@
 """How many measurements does each search strategy need to find a fast schedule?
 
-For each workload -- none of them in the embedded dataset (``datasets/data/embedded_v3.README``),
+For each workload -- none of them in the embedded dataset (``datasets/data/embedded_v4.README``),
 so the embedded cost model has never seen them -- and each seed, every strategy (``random``,
 ``optuna``, ``model``) proposes batches of ``--batch`` schedules until ``--budget`` measurements.
 Per strategy it reports the best-so-far latency after 8/16/32/64 (and ``--budget``) measurements

@@ -1,5 +1,5 @@
 """The embedded default cost model: xgb on analytic features, trained on the embedded dataset
-(``tilewise/datasets/data/embedded_v3.jsonl.gz``) with the default workload split (seed 0), so
+(``tilewise/datasets/data/embedded_v4.jsonl.gz``) with the default workload split (seed 0), so
 ``tilewise eval`` can score it on the workloads it never saw.
 
 Rebuild with ``python -m tilewise.costmodel.embedded``.

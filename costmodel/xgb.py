@@ -5,9 +5,9 @@
 grouped by workload that start from the regression's prediction (``base_margin``): they reorder
 candidates within a workload, and the level starts at the regression's (it drifts as rounds add up,
 hence only 30 by default).
-The default is ``reg``: over 5 workload splits of the 190-workload dataset (embedded_v3, analytic
-features, ``bench/costmodel_table.py --seeds 5``) the two rank alike (Spearman 0.837 vs 0.838,
-top-1 0.944 vs 0.939) and ``reg`` predicts the level far better (MAPE 0.13 vs 0.24); more
+The default is ``reg``: over 5 workload splits of the 190-workload dataset (embedded_v4, analytic
+features, ``bench/costmodel_table.py --seeds 5``) the two rank alike (Spearman 0.861 vs 0.859,
+top-1 0.963 vs 0.956) and ``reg`` predicts the level far better (MAPE 0.10 vs 0.25); more
 ``rank_rounds`` (100) ranked no better and lost the level (on embedded_v2).
 Uncertainty: ``members`` extra regression boosters, each on a bootstrap sample of the rows; the
 std of their predictions (log space) is the reported std.  ``predict`` of the ``reg`` objective is

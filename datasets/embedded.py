@@ -1,9 +1,9 @@
 """The embedded dataset: measurements shipped with tilewise, so a new user gets a trained model
 without collecting.
 
-``data/embedded_v3.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
+``data/embedded_v4.jsonl.gz`` holds one ``Record.to_json()`` per line.  It was collected on one
 machine with ``tilewise collect`` over the named suites (the workload list and the command are in
-``data/embedded_v3.README``); its records carry that machine's ``Target``, so they answer for that
+``data/embedded_v4.README``); its records carry that machine's ``Target``, so they answer for that
 target only — models trained on them still rank schedules elsewhere, which is what the tuner uses
 them for.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-EMBEDDED_DATASET = DATA_DIR / "embedded_v3.jsonl.gz"
+EMBEDDED_DATASET = DATA_DIR / "embedded_v4.jsonl.gz"
 
 
 def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:

@@ -7,12 +7,18 @@ loses at most the batch in flight.
 
 ``rounds > 1`` (``tilewise collect --rounds R``) measures each workload's schedules R times, in R
 interleaved rounds of a fresh shuffled order, and stores one record per schedule whose timings
-are those of every round pooled.  Each round builds and loads the kernel anew, and where a
-library lands in memory moves a memory-bound kernel by more than its schedule does: on this
-machine one round of 20 schedules of ``add:512x768`` ranked them with Spearman 0.05-0.9 against
-the next round, while a kernel kept loaded ranked 0.95+ round after round.  Pooling rounds
-measures a schedule over several placements, which is the figure a model can learn.  A workload
-is appended when all its rounds are done (a kill loses that workload's rounds in flight).
+are those of every round pooled.  Each round builds and loads the kernel anew.  A memory-bound
+kernel of tens of microseconds moves from one round to the next by as much as its schedules
+differ: with builds running on the other core while it was timed (they share L3, memory and
+clock), one round of the 20 schedules of ``add:512x768`` ranked them with Spearman 0.05-0.9
+against the next, while a kernel kept loaded (nothing built meanwhile) ranked 0.95+ round after
+round.  The runner now stops the builds while any candidate is timed
+(``RunnerConfig.pause_builds_min_threads``); single rounds still drift (a round 20-30% slow now
+and then: the clock, the neighbours of this virtual machine), and pooling rounds averages that
+out.  Over the 84 elementwise, reduction and softmax workloads of the shipped dataset, two
+independent 5-round collections rank each workload's schedules alike at a mean Spearman of 0.83
+with the builds paused, 0.70-0.77 without.  A workload is appended when all its rounds are done
+(a kill loses that workload's rounds in flight).
 
 On a cluster (``profiling.ray_runner.RayRunner``) each record carries the target of the node
 that measured it (:func:`measure`), and "already held" means held for any of the cluster's

@@ -22,6 +22,7 @@ GOOD = [Schedule(tile=[0, 16, 32], promote=True, reg_tile=[4, 16]), Schedule(reg
 # descriptor pointer per argument: A, B, then the output C).
 C_KERNEL = """
 #include <stdlib.h>
+#include <unistd.h>
 typedef struct { float *allocated, *aligned; long offset, sizes[2], strides[2]; } M2;
 void _mlir_ciface_kernel(M2 *a, M2 *b, M2 *c) { %s }
 """
@@ -32,15 +33,16 @@ FAULTS = {
     "wrong": "for (long i = 0; i < c->sizes[0] * c->sizes[1]; i++) c->aligned[c->offset + i] = 1.0f;",
     "noop": "(void)c;",
     "oom": "size_t n = 6UL << 30; volatile char *p = malloc(n); for (size_t i = 0; i < n; i += 4096) p[i] = 1;",
-    # right on the checked run, then a crash in the timed runs (while the builds are paused)
-    "crash_timed": """static int calls; if (calls++) *(volatile int *)0 = 0;
-        for (long i = 0; i < a->sizes[0]; i++) for (long j = 0; j < b->sizes[1]; j++) {
+}
+_MATMUL = """for (long i = 0; i < a->sizes[0]; i++) for (long j = 0; j < b->sizes[1]; j++) {
           float s = 0;
           for (long k = 0; k < a->sizes[1]; k++)
             s += a->aligned[a->offset + i * a->strides[0] + k * a->strides[1]]
                * b->aligned[b->offset + k * b->strides[0] + j * b->strides[1]];
-          c->aligned[c->offset + i * c->strides[0] + j * c->strides[1]] = s; }""",
-}
+          c->aligned[c->offset + i * c->strides[0] + j * c->strides[1]] = s; }"""
+# right on the checked run, then a crash in the timed runs (while the builds are paused)
+FAULTS["crash_timed"] = "static int calls; if (calls++) *(volatile int *)0 = 0;" + _MATMUL
+FAULTS["slow"] = "usleep(20000);" + _MATMUL          # right, and 20 ms a call
 
 
 class FaultBuilder:
@@ -58,6 +60,14 @@ class FaultBuilder:
             time.sleep(3600)
         if fault == "build_crash":
             os.abort()
+        if fault == "build_heartbeat":          # 2 s of timestamps every 2 ms, then a failed build
+            with open(self.libraries["heartbeat"], "w") as fh:
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:
+                    fh.write(f"{time.monotonic()}\n")
+                    fh.flush()
+                    time.sleep(0.002)
+            raise RuntimeError("a heartbeat, not a kernel")
         shutil.copy(self.libraries[fault], library_path)
 
 
@@ -159,6 +169,28 @@ def test_workers_do_not_outlive_a_killed_caller(fault_libraries, tmp_path):
     for c in children:                 # reaped by init, or a zombie at worst: not running
         assert not os.path.exists(f"/proc/{c}") or open(f"/proc/{c}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
     assert not list(tmp_path.glob("tilewise-runner-*"))      # the timing process removed them
+
+
+@pytest.mark.parametrize("min_threads, paused", [(1, True), (2, False)])
+def test_builds_stop_while_a_one_thread_candidate_is_timed(fault_libraries, tmp_path, min_threads, paused):
+    """One worker builds for 2 s, writing a timestamp every 2 ms, while the timer times a 1-thread
+    kernel for >= 0.3 s: by default (a build beside a timed kernel shares L3, memory and clock with
+    it) the builder is stopped meanwhile, and its timestamps have a gap that long; with
+    pause_builds_min_threads=2 it runs on."""
+    libraries = dict(fault_libraries, heartbeat=str(tmp_path / "heartbeat"))
+    config = RunnerConfig(build_workers=2, repeats=10, min_time_s=0.3, warmup=1, pause_builds_min_threads=min_threads)
+    with LocalRunner(config, builder=FaultBuilder(libraries)) as runner:
+        runner.run([_fault("noop")])             # start-up: workers and timer ready
+        results = runner.run([_fault("build_heartbeat"), _fault("slow")])
+    assert [m.status for m in results] == ["compile_error", "ok"], [m.error_msg for m in results]
+    timed_s = sum(results[1].times_s)
+    assert timed_s >= 0.3
+    stamps = [float(x) for x in open(libraries["heartbeat"]).read().split()]
+    gap = max(b - a for a, b in zip(stamps, stamps[1:]))
+    if paused:
+        assert gap >= 0.8 * timed_s, (gap, timed_s)
+    else:
+        assert gap < 0.5 * timed_s, (gap, timed_s)
 
 
 @pytest.mark.jit
