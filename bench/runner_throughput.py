@@ -3,10 +3,10 @@
 1. Throughput: random 1-thread schedules of ``matmul:512x512x512:f32`` (the tuner's space) through
    a warm LocalRunner with 1 and 2 build workers, builds paused or not while a kernel is timed,
    under a short timing protocol (stated in the table).  Goal (issue #3): >= 500/min, 2 workers.
-   Builds pause while a kernel is timed for every candidate (the default), or for multi-thread
-   candidates only.
+   Builds pause while a kernel is timed for multi-thread candidates only (the default), or always.
 2. Spread: the workload's default schedule measured ``--spread-runs`` times, interleaved with random
-   schedules in one batch (so its timings happen while builds run, as in tuning); spread =
+   schedules in one batch (so it is timed while the next builds are under way, stopped or
+   running by the pause setting, as in tuning); spread =
    (max - min) / median of the reported medians, and their CV, for ``--spread-trials`` fresh
    runners; the 2-thread default with and without pausing the builds; and the 1-thread one
    measured in-process with nothing else running (the machine's floor).
@@ -14,13 +14,13 @@
 3. Rank stability of a memory-bound kernel: every 1-thread schedule of ``add:512x768:f32`` (4.7 MB,
    L3-resident) measured in two rounds of fresh builds in one batch with 1 build worker, as
    ``tilewise collect --rounds 2`` does; Spearman of the two rounds' medians per trial, with the
-   builds paused for every candidate or for multi-thread ones only.  A compile on the other core
-   shares L3, memory and clock with the timed kernel.
+   builds paused for every candidate or for multi-thread ones only (a compile on the other core
+   shares L3, memory and clock with the timed kernel; the builder works only ahead of the timer).
 4. Ship or rebuild: on the timing core, the cost per candidate of loading a shipped library vs
    JIT-compiling it again, and the kernels' speed either way (interleaved medians).
 
     python bench/runner_throughput.py [--candidates 150] [--spread-runs 10] [--spread-trials 3]
-                                      [--json out.json]
+                                      [--rank-trials 10] [--ship-schedules 12] [--json out.json]
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _schedules(w, target, n, seed):
     return out
 
 
-#: RunnerConfig.pause_builds_min_threads: for 2+ threads, always (the default), never
+#: RunnerConfig.pause_builds_min_threads: the default (pause for 2+ threads), always, never
 PAUSE = {"2+ threads": 2, "always": 1, "never": 1 << 20}
 
 
@@ -87,8 +87,8 @@ def _spread_of(medians: list[float]) -> tuple[float, float]:
 
 
 def spread(w, target, fillers, runs: int, protocol: dict, pause: str, trials: int, threads: int = 1) -> dict:
-    """The default schedule ``runs`` times, each followed by a different random schedule (its
-    timings happen while the next builds run, as in tuning); one fresh runner per trial."""
+    """The default schedule ``runs`` times, each followed by a different random schedule (it is
+    timed while the next builds are under way, as in tuning); one fresh runner per trial."""
     default = w.kind.default_schedule(w, target).replace(threads=threads)
     batch = []
     for i in range(runs):
@@ -105,29 +105,34 @@ def spread(w, target, fillers, runs: int, protocol: dict, pause: str, trials: in
 MEMORY_BOUND = "add:512x768:f32"
 
 
-def rank_stability(target, pause: str, trials: int, seed: int) -> dict:
+def rank_stability(target, trials: int, seed: int) -> list[dict]:
     """Two rounds of every 1-thread schedule of MEMORY_BOUND (each round in its own shuffled order,
-    each candidate built afresh) in one batch of a fresh 1-worker runner; per trial, the Spearman
-    of the rounds' medians."""
+    each candidate built afresh) in one batch of a fresh 1-worker runner; per trial and pause
+    setting, the Spearman of the rounds' medians.  The settings alternate trial by trial and see
+    the same orders, so the machine's drift falls on both."""
     from scipy.stats import spearmanr
     w = Workload.parse(MEMORY_BOUND)
     schedules = list(space_for(w, target, SpaceOptions(max_threads=1)))
     rng = np.random.default_rng(seed)
-    rhos, medians = [], []
-    for _ in range(trials):
+    pauses = ("2+ threads", "always")
+    rhos: dict = {p: [] for p in pauses}
+    medians: dict = {p: [] for p in pauses}
+    for t in range(trials):
         orders = [rng.permutation(len(schedules)) for _ in range(2)]
         batch = [Candidate(w, schedules[i]) for order in orders for i in order]
-        config = RunnerConfig(build_workers=1, pause_builds_min_threads=PAUSE[pause])
-        with LocalRunner(config) as runner:
-            results = runner.run(batch)
-        rounds = [dict(zip(order, results[k * len(order):(k + 1) * len(order)])) for k, order in enumerate(orders)]
-        if not all(m.ok for m in results):
-            raise RuntimeError(f"{MEMORY_BOUND}: a schedule failed: {next(m for m in results if not m.ok)}")
-        a = [rounds[0][i].median_s for i in range(len(schedules))]
-        b = [rounds[1][i].median_s for i in range(len(schedules))]
-        rhos.append(float(spearmanr(a, b).statistic))
-        medians.append(statistics.median(a + b))
-    return {"pause": pause, "schedules": len(schedules), "spearman": rhos, "median_s": statistics.median(medians)}
+        for pause in (pauses if t % 2 else pauses[::-1]):
+            config = RunnerConfig(build_workers=1, pause_builds_min_threads=PAUSE[pause])
+            with LocalRunner(config) as runner:
+                results = runner.run(batch)
+            if not all(m.ok for m in results):
+                raise RuntimeError(f"{MEMORY_BOUND}: a schedule failed: {next(m for m in results if not m.ok)}")
+            n = len(schedules)
+            rounds = [dict(zip(order, results[k * n:(k + 1) * n])) for k, order in enumerate(orders)]
+            a, b = ([r[i].median_s for i in range(n)] for r in rounds)
+            rhos[pause].append(float(spearmanr(a, b).statistic))
+            medians[pause].append(statistics.median(a + b))
+    return [{"pause": p, "schedules": len(schedules), "spearman": rhos[p], "median_s": statistics.median(medians[p])}
+            for p in pauses]
 
 
 def inprocess_spread(w, target, fillers, runs: int, protocol: dict, trials: int) -> dict:
@@ -215,13 +220,13 @@ def _print(console, rows, spreads, ranks, ship) -> None:
     console.print(t)
     if ranks:
         t = Table(title=f"{MEMORY_BOUND}: every 1-thread schedule in two rounds of fresh builds, 1 build worker "
-                        "(as collect --rounds 2): how alike the rounds rank them")
-        for col in ("pause builds while timing", "schedules", "median us", "Spearman round 1 vs 2, per trial", "mean"):
+                        "(as collect --rounds 2), the pause settings alternating: how alike the rounds rank them")
+        for col in ("pause builds while timing", "schedules", "median us", "Spearman round 1 vs 2, per trial", "mean", "median"):
             t.add_column(col, justify="right")
         for r in ranks:
             pause = r["pause"] + (" (default)" if PAUSE[r["pause"]] == RunnerConfig().pause_builds_min_threads else "")
             t.add_row(pause, str(r["schedules"]), f"{r['median_s'] * 1e6:.1f}", " ".join(f"{x:.2f}" for x in r["spearman"]),
-                      f"{statistics.fmean(r['spearman']):.2f}")
+                      f"{statistics.fmean(r['spearman']):.2f}", f"{statistics.median(r['spearman']):.2f}")
         console.print(t)
     if ship:
         t = Table(title="Ship the library or rebuild in the timing process (per candidate, on the timing core)")
@@ -239,7 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=150)
     ap.add_argument("--spread-runs", type=int, default=10)
     ap.add_argument("--spread-trials", type=int, default=3)
-    ap.add_argument("--rank-trials", type=int, default=3, help="0 skips the memory-bound rank part")
+    ap.add_argument("--rank-trials", type=int, default=10, help="0 skips the memory-bound rank part")
     ap.add_argument("--ship-schedules", type=int, default=12, help="0 skips the ship-vs-rebuild part")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the numbers here")
@@ -258,8 +263,7 @@ def main(argv=None) -> int:
     if len(os.sched_getaffinity(0)) >= 2:
         spreads += [spread(w, target, fillers, runs, DEFAULT, "2+ threads", trials, threads=2),
                     spread(w, target, fillers, runs, DEFAULT, "never", trials, threads=2)]
-    ranks = [rank_stability(target, pause, args.rank_trials, args.seed + k)
-             for k, pause in enumerate(("2+ threads", "always"))] if args.rank_trials else []
+    ranks = rank_stability(target, args.rank_trials, args.seed) if args.rank_trials else []
     ship = ship_vs_rebuild(w, schedules[: args.ship_schedules]) if args.ship_schedules else None
     # last: these pin this process to the timing core
     spreads.append(inprocess_spread(w, target, fillers, runs, DEFAULT, trials))

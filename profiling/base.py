@@ -83,14 +83,15 @@ class RunnerConfig:
     warmed up and timed, the builders are stopped (SIGSTOP/SIGCONT): an OpenMP kernel waits for its
     slowest thread, and a builder's time slice on either core made a 2-thread 512^3 matmul's
     reported median spread by 65-205% (3-16% paused: the machine's own drift).  A 1-thread kernel
-    on its own core still shares L3, memory bandwidth and clock with a build on the other core:
-    ``add:512x768`` (4.7 MB, L3-resident) ran at 43 us with the other core idle and at 52 us
-    while a compile ran there, its slowest schedule only 50 -> 53 us, so the build's phase
-    reordered the schedules: two rounds of its 20 schedules in one batch ranked alike at Spearman
-    0.04-0.87 (mean 0.40, 3 trials) with builds beside the timings, 0.72-0.94 (0.81) with them
-    stopped.  By default (1) every candidate is timed with the builds stopped, at a throughput
-    cost (512^3, short protocol: 755 instead of 920 candidates/min with 2 workers, 510 instead of
-    660 with 1; bench/runner_throughput.py); 2 lets 1-thread candidates time while builds go on.
+    on its own core still shares L3, memory bandwidth and clock with the other core: in-process,
+    ``add:512x768`` (4.7 MB, L3-resident) ran its best schedule at 43 us with the other core idle
+    and at 52 us beside a loop of compiles.  Through the runner, though, whose one builder works
+    only ahead of the timer and at ``SCHED_IDLE``, stopping the builds for 1-thread candidates too
+    (1) changed neither that kernel's median (46.2 vs 46.5 us) nor how alike two rounds of its 20
+    schedules rank (Spearman 0.64 vs 0.67, 20 alternating trials; matmul 128x768x768: 0.98 both),
+    and it costs throughput (512^3, short protocol: 755 instead of 920 candidates/min with 2
+    workers, 510 instead of 660 with 1; bench/runner_throughput.py), so the default (2) lets
+    1-thread candidates time while builds go on.
     ``memory_limit_bytes`` caps every worker's address space.
     """
     build_workers: int = 2
@@ -106,7 +107,7 @@ class RunnerConfig:
     timing_cores: tuple[int, ...] | None = None
     build_cores: tuple[int, ...] | None = None
     build_sched_idle: bool = True
-    pause_builds_min_threads: int = 1
+    pause_builds_min_threads: int = 2
     memory_limit_bytes: int | None = None
 
     def __post_init__(self):

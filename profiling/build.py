@@ -18,8 +18,7 @@ Each :class:`BuildWorker` is one spawned process with a duplex pipe carrying JSO
 
 The parent owns the deadline: a worker that overruns it or dies is killed and replaced.  Each
 worker leads its own process group (its ``gcc`` included), which the timing process stops while
-it times a kernel (by default every one: ``RunnerConfig.pause_builds_min_threads``) and continues
-afterwards.
+it times a multi-thread kernel (``RunnerConfig.pause_builds_min_threads``) and continues afterwards.
 """
 from __future__ import annotations
 

@@ -24,9 +24,8 @@ thread per core (core 0 for 1-thread schedules).  Builders may use every core bu
 running, so it adds throughput (about 520 -> 700-800 candidates/min at 512^3) without taking the
 timed core.  An idle-class task still gets a rare time slice (a few ms: a lost run, which the median absorbs),
 and a build on the other core shares L3, memory and clock; an OpenMP kernel waits for its slowest
-thread, and a memory-bound 1-thread kernel slows by up to 20% while a compile runs beside it, so
-while a candidate is warmed up and timed the builders are stopped (``pause_builds_min_threads``;
-the stopped time does not count against their build deadline).
+thread, so while a multi-thread candidate is warmed up and timed the builders are stopped
+(``pause_builds_min_threads``; the stopped time does not count against their build deadline).
 
 What placement does to the figures (512^3 matmul, default schedule, measured 10 times in one batch
 between random schedules, bench/runner_throughput.py): numpy's 16-byte-aligned buffers made the
@@ -35,11 +34,10 @@ stay put (timer.Inputs).  Unpinned OpenMP threads sometimes shared a core for a 
 life (2.2 instead of 1.4 ms); unpaused builds spread a 2-thread median by 65-205%.  What is left,
 a 2-13% spread of 10 medians (CV 1-4%), is this machine's own drift: the same kernel timed
 in-process with nothing else running spreads as much (2-14% over this session's trials), so the
-<= 5% goal holds only in its quiet periods.  Pausing the builds for 1-thread candidates did not
-narrow that L2-resident matmul's spread (5-18%) and costs 15-18% of the throughput (2 workers;
-18-23% with 1), but it is what makes memory-bound kernels rank alike from one round or collection
-to the next (tuner/collect.py; add:512x768, two rounds of its 20 schedules: Spearman 0.40 -> 0.81
-on average), so it is the default.
+<= 5% goal holds only in its quiet periods.  Pausing the builds for 1-thread candidates too did
+not narrow it (5-18%), nor make two rounds of a memory-bound kernel's schedules rank more alike
+(add:512x768, 20 alternating trials: Spearman 0.64 paused vs 0.67 not; bench/runner_throughput.py),
+and it costs 15-23% of the throughput.
 
 Ship the library or rebuild in the timing process?  Measured on the timing core, 512^3 f32 matmul,
 12 random 1-thread schedules (bench/runner_throughput.py): loading a shipped library (dlopen,

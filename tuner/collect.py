@@ -9,16 +9,14 @@ loses at most the batch in flight.
 interleaved rounds of a fresh shuffled order, and stores one record per schedule whose timings
 are those of every round pooled.  Each round builds and loads the kernel anew.  A memory-bound
 kernel of tens of microseconds moves from one round to the next by as much as its schedules
-differ: with builds running on the other core while it was timed (they share L3, memory and
-clock), one round of the 20 schedules of ``add:512x768`` ranked them with Spearman 0.05-0.9
-against the next, while a kernel kept loaded (nothing built meanwhile) ranked 0.95+ round after
-round.  The runner now stops the builds while any candidate is timed
-(``RunnerConfig.pause_builds_min_threads``); single rounds still drift (a round 20-30% slow now
-and then: the clock, the neighbours of this virtual machine), and pooling rounds averages that
-out.  Over the 84 elementwise, reduction and softmax workloads of the shipped dataset, two
-independent 5-round collections rank each workload's schedules alike at a mean Spearman of 0.83
-with the builds paused, 0.70-0.77 without.  A workload is appended when all its rounds are done
-(a kill loses that workload's rounds in flight).
+differ: one round of the 20 schedules of ``add:512x768`` ranked them with Spearman -0.1 to 0.97
+against the next (mean 0.64-0.67 over 20 trials, with the builds stopped while it was timed or
+not: bench/runner_throughput.py), and a round runs 20-30% slow now and then (the clock, the
+neighbours of this virtual machine), while a kernel kept loaded ranked 0.95+ round after round.
+Pooling rounds averages that out: over the 84 elementwise, reduction and softmax workloads of the
+shipped dataset, two independent 5-round collections rank each workload's schedules alike at a
+mean Spearman of 0.70-0.83 (datasets/data/embedded_v4.README).  A workload is appended when all
+its rounds are done (a kill loses that workload's rounds in flight).
 
 On a cluster (``profiling.ray_runner.RayRunner``) each record carries the target of the node
 that measured it (:func:`measure`), and "already held" means held for any of the cluster's
