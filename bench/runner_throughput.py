@@ -195,6 +195,10 @@ def _proto(p: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in p.items())
 
 
+def _pause_label(pause: str) -> str:
+    return pause + (" (default)" if PAUSE[pause] == RunnerConfig().pause_builds_min_threads else "")
+
+
 def _print(console, rows, spreads, ranks, ship) -> None:
     t = Table(title=f"LocalRunner throughput, {WORKLOAD}, random 1-thread schedules (timing: {_proto(SHORT)})")
     for col in ("build workers", "pause builds while timing", "candidates", "wall s", "candidates/min", "goal",
@@ -202,8 +206,7 @@ def _print(console, rows, spreads, ranks, ship) -> None:
         t.add_column(col, justify="right")
     for r in rows:
         goal = ">= 500" + (" ok" if r["per_min"] >= 500 else " MISS") if r["workers"] == 2 else "-"
-        pause = r["pause"] + (" (default)" if PAUSE[r["pause"]] == RunnerConfig().pause_builds_min_threads else "")
-        t.add_row(str(r["workers"]), pause, str(r["candidates"]), f"{r['wall_s']:.1f}",
+        t.add_row(str(r["workers"]), _pause_label(r["pause"]), str(r["candidates"]), f"{r['wall_s']:.1f}",
                   f"{r['per_min']:.0f}", goal, f"{r['build_cpu_median_s']:.3f}",
                   f"{r['kernel_median_s'] * 1e3:.2f}" if r["kernel_median_s"] else "-",
                   " ".join(f"{k}:{v}" for k, v in sorted(r["statuses"].items())))
@@ -224,8 +227,7 @@ def _print(console, rows, spreads, ranks, ship) -> None:
         for col in ("pause builds while timing", "schedules", "median us", "Spearman round 1 vs 2, per trial", "mean", "median"):
             t.add_column(col, justify="right")
         for r in ranks:
-            pause = r["pause"] + (" (default)" if PAUSE[r["pause"]] == RunnerConfig().pause_builds_min_threads else "")
-            t.add_row(pause, str(r["schedules"]), f"{r['median_s'] * 1e6:.1f}", " ".join(f"{x:.2f}" for x in r["spearman"]),
+            t.add_row(_pause_label(r["pause"]), str(r["schedules"]), f"{r['median_s'] * 1e6:.1f}", " ".join(f"{x:.2f}" for x in r["spearman"]),
                       f"{statistics.fmean(r['spearman']):.2f}", f"{statistics.median(r['spearman']):.2f}")
         console.print(t)
     if ship:

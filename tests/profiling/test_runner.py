@@ -181,7 +181,7 @@ def test_builds_stop_while_a_one_thread_candidate_is_timed(fault_libraries, tmp_
     pause = {} if min_threads is None else {"pause_builds_min_threads": min_threads}
     config = RunnerConfig(build_workers=2, repeats=10, min_time_s=0.3, warmup=1, **pause)
     with LocalRunner(config, builder=FaultBuilder(libraries)) as runner:
-        runner.run([_fault("noop")])             # start-up: workers and timer ready
+        runner.run([_fault("noop")])             # start-up: the timer and a worker ready (3 s covers the other)
         results = runner.run([_fault("build_heartbeat"), _fault("slow")])
     assert [m.status for m in results] == ["compile_error", "ok"], [m.error_msg for m in results]
     timed_s = sum(results[1].times_s)
