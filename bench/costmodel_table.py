@@ -29,7 +29,7 @@ from tilewise.costmodel.data import usable_records
 from tilewise.costmodel.metrics import METRICS
 from tilewise.costmodel.split import by_workload
 from tilewise.costmodel.training import EMBEDDED, load_records, score
-from tilewise.profiling.base import Candidate
+from tilewise.core.candidate import Candidate
 
 #: row label -> (model name, params)
 MODELS = {"roofline": ("roofline", {}), "xgb": ("xgb", {}), "xgb (rank)": ("xgb", {"objective": "rank"}),

@@ -86,7 +86,7 @@ def dry_plan() -> StudyPlan:
 def stand_in_target():
     """A cuda target for --dry-run: sm_90-like limits, no measured peaks, a name that says so."""
     from tilewise.profiling.cuda_target import target_from_properties
-    from tilewise.profiling.target import _versions
+    from tilewise.core.target import _versions
     p = SimpleNamespace(name="Triton interpreter (stand-in for an sm_90 GPU; timings meaningless)",
                         major=9, minor=0, multi_processor_count=132, L2_cache_size=50 << 20,
                         shared_memory_per_block=48 << 10, shared_memory_per_block_optin=227 << 10,
@@ -108,9 +108,9 @@ def _space(w, target, ranges: dict, precisions: tuple[str, ...] | None):
 def collect_stage(plan, target, runner, store, deadline: float, log) -> dict:
     """``plan.samples`` random legal configs per shape from the study's space; resumable (what the
     store holds is not measured again); one transaction per batch."""
-    from tilewise.datasets.record import Record
-    from tilewise.ir.workload import Workload
-    from tilewise.profiling.base import Candidate
+    from tilewise.core.record import Record
+    from tilewise.core.workload import Workload
+    from tilewise.core.candidate import Candidate
     from tilewise.tuner.base import create
     counts = {}
     for i, text in enumerate(plan.train_shapes + plan.heldout_shapes):
@@ -164,9 +164,9 @@ def model_stage(plan, records, log) -> dict:
 
 
 def tuning_stage(plan, target, runner, store, model, deadline: float, log) -> list[dict]:
-    from tilewise.datasets.record import Record
-    from tilewise.ir.workload import Workload
-    from tilewise.profiling.base import Candidate
+    from tilewise.core.record import Record
+    from tilewise.core.workload import Workload
+    from tilewise.core.candidate import Candidate
     from tilewise.profiling.runner import ReplayRunner
     from tilewise.tuner.gpu_tune import gpu_strategy
     from tilewise.tuner.tune import TuneConfig, _search
@@ -227,8 +227,8 @@ def _fresh_copy(model):
 
 
 def torch_stage(plan, target, runner, store, log) -> list[dict]:
-    from tilewise.ir.workload import Workload
-    from tilewise.profiling.base import Candidate
+    from tilewise.core.workload import Workload
+    from tilewise.core.candidate import Candidate
     rows = []
     for text in plan.heldout_shapes:
         w = Workload.parse(text)

@@ -17,8 +17,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from tilewise.ir.workload import Workload
-from tilewise.profiling.target import detect
+from tilewise.core.workload import Workload
+from tilewise.core.target import detect
 from tilewise.tuner.tune import TuneConfig, tune
 
 GOALS = {(512, 1): 0.9, (1024, 1): 0.9, (512, 2): 1.0}

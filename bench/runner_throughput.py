@@ -37,11 +37,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tilewise.ir.compiler import LibraryKernel, compile, compile_to_shared_library
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate, RunnerConfig
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import RunnerConfig
 from tilewise.profiling.measure import make_problem, time_runs
 from tilewise.profiling.runner import LocalRunner
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 from tilewise.tuner.space import SpaceOptions, space_for
 
 WORKLOAD = "matmul:512x512x512:f32"

@@ -38,10 +38,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate, RunnerConfig
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import RunnerConfig
 from tilewise.profiling.runner import LocalRunner
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 from tilewise.tuner.base import available, create
 from tilewise.tuner.space import SpaceOptions, space_for
 

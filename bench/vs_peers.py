@@ -51,8 +51,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tilewise.ir.workload import Workload
-from tilewise.profiling.target import detect
+from tilewise.core.workload import Workload
+from tilewise.core.target import detect
 from tilewise.tuner.base import available, create
 from tilewise.tuner.space import SpaceOptions, space_for
 from tilewise.tuner.tune import TuneConfig, tune

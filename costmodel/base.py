@@ -28,7 +28,6 @@ Models register by name (``@register_model("xgb")``) and are created with
 """
 from __future__ import annotations
 
-import importlib
 import os
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Sequence
@@ -36,17 +35,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tilewise.costmodel.fileformat import ModelFileError, read_model_file
-from tilewise.datasets.record import Record
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.record import Record
+from tilewise.core.candidate import Candidate
+from tilewise.core.registry import Registry
+from tilewise.core.target import Target
 
 __all__ = ["CostModel", "ModelFileError", "create", "load_model", "register_model", "available_models"]
 
-_MODELS: dict[str, type] = {}
 #: built-in models -> module that registers them (imported on first use: no xgboost for roofline)
-_BUILTIN = {"xgb": "tilewise.costmodel.xgb", "rf": "tilewise.costmodel.sklearn_models",
-            "gbm": "tilewise.costmodel.sklearn_models", "mlp": "tilewise.costmodel.mlp",
-            "roofline": "tilewise.costmodel.roofline"}
+MODELS = Registry("cost model", {"xgb": "tilewise.costmodel.xgb", "rf": "tilewise.costmodel.sklearn_models",
+                                 "gbm": "tilewise.costmodel.sklearn_models", "mlp": "tilewise.costmodel.mlp",
+                                 "roofline": "tilewise.costmodel.roofline"})
 
 
 class CostModel(ABC):
@@ -93,30 +92,13 @@ class CostModel(ABC):
         """Rebuild the model from a verified header and payloads (raise ModelFileError)."""
 
 
-def register_model(name: str):
-    def deco(cls):
-        cls.name = name
-        _MODELS[name] = cls
-        return cls
-    return deco
-
-
-def _model_class(name: str) -> type:
-    if name not in _MODELS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown cost model {name!r}: available are {', '.join(available_models())}") from None
-
-
-def available_models() -> list[str]:
-    return sorted(set(_MODELS) | set(_BUILTIN))
+register_model = MODELS.register
+available_models = MODELS.names
 
 
 def create(name: str, features: str = "analytic", **params) -> CostModel:
     """A new, unfitted model: ``create("xgb", features="analytic", n_estimators=200)``."""
-    return _model_class(name)(features=features, **params)
+    return MODELS.get(name)(features=features, **params)
 
 
 def load_model(path: str | os.PathLike, features: str | None = None) -> CostModel:
@@ -127,10 +109,7 @@ def load_model(path: str | os.PathLike, features: str | None = None) -> CostMode
     path = os.fspath(path)
     header, payloads = read_model_file(path)
     name = header.get("model")
-    try:
-        cls = _model_class(name) if isinstance(name, str) else None
-    except ValueError:
-        cls = None
+    cls = MODELS.find(name) if isinstance(name, str) else None
     if cls is None:
         raise ModelFileError(f"{path}: unknown cost model kind {name!r} (this tilewise has "
                              f"{', '.join(available_models())})")

@@ -11,10 +11,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.features.base import FeatureExtractor
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 
 def usable(record: Record) -> bool:

@@ -26,11 +26,11 @@ import numpy as np
 from tilewise.costmodel.base import CostModel
 from tilewise.costmodel.data import TrainingSet, check_features, usable_records, workload_name
 from tilewise.costmodel.fileformat import ModelFileError, npz_bytes, npz_load, write_model_file
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.features import base as features_base
 from tilewise.features.base import FeatureExtractor
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 TARGET = "log(median_s)"
 _TRAIN_DATA = "train_data.safetensors"

@@ -37,11 +37,11 @@ import numpy as np
 
 from tilewise.costmodel.base import CostModel, register_model
 from tilewise.costmodel.fileformat import ModelFileError, write_model_file
-from tilewise.datasets.record import Record
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.record import Record
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 #: op -> the loop dims its ``reg_tile`` [rows, width] tiles
 _REG_TILE_DIMS = {"matmul": ("m", "n"), "batch_matmul": ("m", "n"), "conv2d_nhwc": ("ow", "f")}

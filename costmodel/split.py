@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tilewise.costmodel.data import workload_name
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 
 SPLITS = ("workload", "target")
 

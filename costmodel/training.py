@@ -25,8 +25,8 @@ from tilewise.costmodel import metrics as M
 from tilewise.costmodel.base import CostModel, create, load_model
 from tilewise.costmodel.data import group_names, usable_records, workload_name
 from tilewise.costmodel.split import Split, split_records
-from tilewise.datasets.record import Record
-from tilewise.profiling.base import Candidate
+from tilewise.core.record import Record
+from tilewise.core.candidate import Candidate
 
 
 #: ``--db embedded`` (the default of train/eval): the dataset shipped in ``datasets/data``

@@ -7,4 +7,4 @@
 Parquet export/import is in parquet.py.
 """
 from tilewise.datasets.base import RecordStore, StoreError, open_store  # noqa: F401
-from tilewise.datasets.record import Record, RecordError  # noqa: F401
+from tilewise.core.record import Record, RecordError  # noqa: F401

@@ -1,20 +1,21 @@
 """The record store interface, and ``open_store`` which picks a backend from a URL or path.
 
-Backends register by URL scheme; the module that implements one is imported only when a store of
-that scheme is opened (a PostgreSQL driver is not imported to open a SQLite file).
+Backends register by URL scheme (``@STORES.register("postgresql", "postgres")``); the module that
+implements one is imported only when a store of that scheme is opened (a PostgreSQL driver is not
+imported to open a SQLite file).
 """
 from __future__ import annotations
 
-import importlib
 import os
 from abc import ABC, abstractmethod
 from typing import Iterable, Iterator
 
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
+from tilewise.core.registry import Registry
+from tilewise.core.schedule import Schedule
+from tilewise.core.target import Target
+from tilewise.core.workload import Workload
 from tilewise.datasets.runs import TuningRun
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.target import Target
 
 
 class StoreError(ValueError):
@@ -92,8 +93,10 @@ class RecordStore(ABC):
         self.close()
 
 
-# scheme -> (module, class)
-_BACKENDS: dict[str, tuple[str, str]] = {}
+#: record store classes by URL scheme; the built-in backends' modules are imported on first use
+STORES = Registry("record store URL scheme", {"sqlite": "tilewise.datasets.sqlite_store",
+                                              "postgresql": "tilewise.datasets.postgres_store",
+                                              "postgres": "tilewise.datasets.postgres_store"}, name_attr=None)
 
 
 def default_location() -> str:
@@ -101,18 +104,8 @@ def default_location() -> str:
     ``$TILEWISE_DB``, else ``$XDG_CACHE_HOME/tilewise/records.db`` (``~/.cache/...``)."""
     if os.environ.get("TILEWISE_DB"):
         return os.environ["TILEWISE_DB"]
-    from tilewise.paths import cache_home
+    from tilewise.core.paths import cache_home
     return cache_home("records.db")
-
-
-def register_backend(scheme: str, module: str, cls: str) -> None:
-    """Make ``open_store("SCHEME://...")`` open ``module.cls(url)`` (imported on first use)."""
-    _BACKENDS[scheme] = (module, cls)
-
-
-register_backend("sqlite", "tilewise.datasets.sqlite_store", "SQLiteStore")
-register_backend("postgresql", "tilewise.datasets.postgres_store", "PostgresStore")
-register_backend("postgres", "tilewise.datasets.postgres_store", "PostgresStore")
 
 
 def open_store(url_or_path: str | os.PathLike, **options) -> RecordStore:
@@ -133,12 +126,11 @@ def open_store(url_or_path: str | os.PathLike, **options) -> RecordStore:
         location = rest[1:]
     else:
         location = text
-    if scheme not in _BACKENDS:
-        supported = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
+    if scheme not in STORES.names():
+        supported = ", ".join(f"{s}://" for s in STORES.names())
         raise StoreError(f"unknown record store URL scheme {scheme!r} in {text!r}: use a file path or {supported}")
-    module, cls = _BACKENDS[scheme]
     try:
-        implementation = getattr(importlib.import_module(module), cls)
+        implementation = STORES.get(scheme)
     except ImportError as e:
         raise StoreError(f"{scheme}:// record stores need the {e.name} package: pip install tilewise "
                          "(it is a dependency)") from None

@@ -21,7 +21,7 @@ EMBEDDED_DATASET = DATA_DIR / "embedded_v4.jsonl.gz"
 
 def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:
     """Every record of the shipped dataset (or of another file in the same format)."""
-    from tilewise.datasets.record import Record
+    from tilewise.core.record import Record
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
@@ -64,7 +64,7 @@ def pool_collections(*collections) -> list:
     (:func:`~tilewise.profiling.measure.pool_measurements`).  Raises ValueError, naming an example,
     when the collections do not hold the same (workload, target, schedule) keys."""
     import dataclasses
-    from tilewise.profiling.measure import pool_measurements
+    from tilewise.core.measurement import pool_measurements
 
     def key(r) -> tuple:
         return r.workload_key, r.target_key, r.schedule_key

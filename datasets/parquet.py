@@ -26,7 +26,7 @@ import tempfile
 from typing import Iterable, Iterator
 
 from tilewise.datasets.base import RecordStore, StoreError
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 
 PARQUET_SCHEMA_VERSION = 1
 _BATCH = 2000

@@ -37,9 +37,9 @@ from typing import Iterable
 
 import psycopg
 
-from tilewise.datasets.base import RecordStore, StoreError
+from tilewise.datasets.base import STORES, RecordStore, StoreError
 from tilewise.datasets.sql_reads import SqlRecordReads
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 
 STORE_SCHEMA_VERSION = 1
 #: pg_advisory_xact_lock key taken while creating the schema (two first opens must not race)
@@ -81,6 +81,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
+@STORES.register("postgresql", "postgres")
 class PostgresStore(SqlRecordReads, RecordStore):
     """A :class:`RecordStore` in a PostgreSQL database; see the module docstring."""
 

@@ -16,9 +16,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tilewise.datasets.record import parse_errors
-from tilewise.ir.workload import Workload
-from tilewise.profiling.target import Target
+from tilewise.core.record import parse_errors
+from tilewise.core.workload import Workload
+from tilewise.core.target import Target
 
 
 class RunError(ValueError):

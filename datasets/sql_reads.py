@@ -14,11 +14,11 @@ import os
 from typing import ClassVar, Iterable, Iterator
 
 from tilewise.datasets.base import StoreError
-from tilewise.datasets.record import Record, workload_key
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import STATUSES
-from tilewise.profiling.target import Target
+from tilewise.core.record import Record, workload_key
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.measurement import STATUSES
+from tilewise.core.target import Target
 
 # Connections inherited across fork are never closed by the child: closing one could checkpoint or
 # unlink the parent's SQLite WAL, or end the parent's PostgreSQL session on the shared socket.  They

@@ -41,9 +41,9 @@ import time
 from importlib import metadata
 from typing import Iterable
 
-from tilewise.datasets.base import RecordStore, StoreError
+from tilewise.datasets.base import STORES, RecordStore, StoreError
 from tilewise.datasets.sql_reads import SqlRecordReads
-from tilewise.datasets.record import Record, workload_key
+from tilewise.core.record import Record, workload_key
 from tilewise.datasets.runs import TuningRun
 
 STORE_SCHEMA_VERSION = 1
@@ -78,6 +78,7 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+@STORES.register("sqlite")
 class SQLiteStore(SqlRecordReads, RecordStore):
     TABLE = 'records'
     PARAM = '?'

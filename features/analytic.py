@@ -54,8 +54,8 @@ import numpy as np
 
 from tilewise.features.base import FeatureExtractor, register_extractor
 from tilewise.features.views import FAMILIES, INTERCHANGES, PRECISIONS, View, build_view
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 DIMS = ("p0", "p1", "p2", "r")
 OPERANDS = ("in0", "in1", "out")

@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
-from tilewise.registry import Registry
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
+from tilewise.core.registry import Registry
 
 EXTRACTORS = Registry("feature extractor", "tilewise.features.extractors")
 register_extractor = EXTRACTORS.register

@@ -34,8 +34,8 @@ import numpy as np
 from tilewise.features.base import FeatureExtractor, register_extractor
 from tilewise.ir.triton_gemm import ELEMENT_BYTES
 from tilewise.ir.triton_gemm import PRECISIONS as _GEMM_PRECISIONS
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 PRECISIONS = tuple(_GEMM_PRECISIONS)
 #: nominal dense FLOP/s per SM per cycle (x 2 for FMA) by precision, for targets without peaks:

@@ -36,10 +36,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tilewise.features.base import FeatureExtractor, register_extractor
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 #: bumped when the tokenization changes (part of the cache key)
 VERSION = 1

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from tilewise.features.base import FeatureExtractor, register_extractor
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.target import Target
+from tilewise.core.candidate import Candidate
+from tilewise.core.target import Target
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
 KINDS = ("cpu", "cuda")

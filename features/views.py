@@ -35,8 +35,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tilewise.ir.dtypes import DTYPES
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
 
 FAMILIES = ("contraction", "conv", "elementwise", "reduction", "softmax")
 PRECISIONS = ("f32", "bf16", "f16", "i8")

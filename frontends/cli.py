@@ -46,7 +46,7 @@ def _existing_store(db: str, hint: str) -> str:
 
 def _workloads(spec: str):
     from tilewise.frontends.mlir_file import MlirFileError, workloads_from_mlir
-    from tilewise.ir.workload import Workload, WorkloadError
+    from tilewise.core.workload import Workload, WorkloadError
     try:
         if spec.endswith(".mlir"):
             return workloads_from_mlir(spec)
@@ -65,9 +65,10 @@ def info(as_json: bool = typer.Option(False, "--json", help="print the target as
 
       tilewise info --json
     """
-    from tilewise.profiling.target import detect, detect_cuda
+    from tilewise.core.target import detect
+    from tilewise.profiling.cuda_target import describe_cuda
     t = detect()
-    gpu = detect_cuda() if _torch_sees_gpu() else None
+    gpu = describe_cuda() if _torch_sees_gpu() else None
     if as_json:
         d = dict(t.to_json(), key=t.key())
         if gpu is not None:
@@ -192,7 +193,7 @@ def tune(
 
       tilewise tune matmul:256x256x256:f32 --objectives latency,error --trials 32
     """
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     from tilewise.tuner.base import available
     from tilewise.tuner.tune import TuneConfig
     from tilewise.tuner.tune import tune as run_tune
@@ -334,7 +335,7 @@ def best(
 
     Example: tilewise best matmul:512x512x512:f32 --json
     """
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     wls = _workloads(workload)
     target = detect()
     store = _open_db(db)
@@ -388,9 +389,9 @@ def measure(
     Example: tilewise measure matmul:256x256x256:f32 --schedule '{"tile":[0,16,256],"reg_tile":[6,16],"promote":true}'
     """
     from tilewise.ir.ops.base import ScheduleError
-    from tilewise.ir.schedule import Schedule
+    from tilewise.core.schedule import Schedule
     from tilewise.profiling.measure import measure as run_measure
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     (w,) = _workloads(workload)[:1]
     if schedule == "default":
         s = w.kind.default_schedule(w, detect())
@@ -449,10 +450,10 @@ def collect(
       tilewise collect --workloads matmul:512x512x512:f32,relu:1024x1024:f32 --samples 20 --strategy lhs
     """
     from tilewise.datasets.suites import SUITES, expand
-    from tilewise.ir.workload import Workload, WorkloadError
+    from tilewise.core.workload import Workload, WorkloadError
     from tilewise.profiling.base import RunnerConfig
     from tilewise.profiling.runner import LocalRunner
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     from tilewise.tuner.collect import CollectConfig
     from tilewise.tuner.collect import collect as run_collect
     if strategy not in ("random", "lhs"):
@@ -655,7 +656,7 @@ def report(
       tilewise report --db demo.db --model bert.twmodel --model-trace trace.json --json
     """
     import os
-    from tilewise.profiling.report import ReportOptions, build
+    from tilewise.frontends.report import ReportOptions, build
     if fmt not in ("html", "md"):
         fail(f"unknown --format {fmt!r}: use html or md")
     location = db or __import__("tilewise.datasets.base", fromlist=["default_location"]).default_location()
@@ -672,7 +673,7 @@ def report(
         with store, err.status("report: starting", spinner="dots") as status:
             data = build(store, options, on_step=lambda step: status.update(f"report: {step}"))
             if fmt == "html":
-                from tilewise.profiling.report import html as report_html
+                from tilewise.frontends.report import html as report_html
                 status.update("report: rendering HTML")
                 data["out"] = report_html.write(data, out_path or "tilewise-report.html")
     except (ValueError, OSError) as e:      # ModelFileError, TraceError, StoreError: one line each
@@ -680,7 +681,7 @@ def report(
     if as_json:
         print(json.dumps(data, indent=1, default=str))
     elif fmt == "md":
-        from tilewise.profiling.report import markdown
+        from tilewise.frontends.report import markdown
         text = markdown.render(data)
         if out_path:
             with open(out_path, "w", encoding="utf-8") as f:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tilewise.ir.workload import Workload, WorkloadError
+from tilewise.core.workload import Workload, WorkloadError
 
 _ELEMENT = {"f32": "f32", "bf16": "bf16", "f16": "f16", "i8": "i8"}
 

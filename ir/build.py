@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterator
 from torch_mlir import ir
 
 if TYPE_CHECKING:
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
 
 KERNEL_NAME = "kernel"
 

@@ -20,9 +20,9 @@ from torch_mlir import execution_engine, ir, passmanager
 
 from tilewise.ir.build import KERNEL_NAME, build_module
 from tilewise.ir.ops.base import ArgSpec, ScheduleError
-from tilewise.ir.schedule import Schedule
+from tilewise.core.schedule import Schedule
 from tilewise.ir.script import Script
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 
 class CompileError(RuntimeError):

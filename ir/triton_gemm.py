@@ -1,6 +1,6 @@
 """GPU schedules of ``matmul`` / ``batch_matmul`` realised as Triton kernels.
 
-A GPU schedule is a plain :class:`~tilewise.ir.schedule.Schedule` with these knobs (Triton's
+A GPU schedule is a plain :class:`~tilewise.core.schedule.Schedule` with these knobs (Triton's
 ``Config`` plus what the kernel computes in):
 
 ``block_m``, ``block_n``, ``block_k``  the thread block's output tile and its k step

@@ -1,7 +1,7 @@
 """The runner stage: candidates in, measurements out.
 
 A :class:`Candidate` is one (workload, schedule) pair to measure.  A :class:`Runner` turns a batch
-of candidates into a batch of :class:`~tilewise.profiling.measure.Measurement` (MetaSchedule's
+of candidates into a batch of :class:`~tilewise.core.measurement.Measurement` (MetaSchedule's
 builder/runner pair behind one call; kernel_tuner's simulation runner is :class:`ReplayRunner`).
 
 Contract of ``Runner.run(candidates) -> list[Measurement]``:
@@ -23,48 +23,13 @@ Implementations register by name: ``create("local", config)``, ``create("replay"
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
-from tilewise.registry import Registry
-
-
-@functools.lru_cache(maxsize=4096)
-def _workload_key(w: Workload) -> str:
-    return w.key()        # prints MLIR (~10 ms): memoized by value
-
-
-def candidate_key(workload_key: str, schedule: Schedule) -> str:
-    """sha256 of the workload key and the schedule key: what identifies a candidate."""
-    return hashlib.sha256(f"{workload_key}:{schedule.key()}".encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Candidate:
-    workload: Workload
-    schedule: Schedule
-
-    def key(self) -> str:
-        """:func:`candidate_key` of the workload's key and the schedule (target not included:
-        a runner measures on one target)."""
-        return candidate_key(_workload_key(self.workload), self.schedule)
-
-    @property
-    def threads(self) -> int:
-        return int(self.schedule.get("threads", 1))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"workload": self.workload.to_json(), "schedule": self.schedule.to_json()}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Candidate":
-        return cls(Workload.from_json(d["workload"]), Schedule.from_json(d["schedule"]))
+from tilewise.core.candidate import Candidate
+from tilewise.core.measurement import Measurement
+from tilewise.core.registry import Registry
 
 
 @dataclass(frozen=True)

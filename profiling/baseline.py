@@ -71,7 +71,7 @@ def _tilewise_kernel(w, schedule_json: str, seed: int):
     """(name, run) of the tilewise kernel for ``schedule_json``, checked against the reference."""
     from tilewise.ir.compiler import CompileError, compile
     from tilewise.ir.ops.base import ScheduleError
-    from tilewise.ir.schedule import Schedule
+    from tilewise.core.schedule import Schedule
     from tilewise.profiling.measure import check, error_bound, make_problem
 
     s = Schedule.from_json(json.loads(schedule_json))
@@ -90,7 +90,7 @@ def _serve(workload: str, threads: int, seed: int, schedule_json: str | None = N
     import numpy as np
 
     from tilewise.ir.dtypes import from_storage
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     from tilewise.profiling.measure import make_problem, time_runs
 
     try:

@@ -33,7 +33,7 @@ from typing import Callable
 
 from tilewise.ir.compiler import compile_to_shared_library
 from tilewise.ir.ops.base import ScheduleError
-from tilewise.profiling.base import Candidate
+from tilewise.core.candidate import Candidate
 from tilewise.profiling.procs import exit_reason, exit_with_parent, limit_memory, lower_to_idle_priority, pin
 
 Builder = Callable[[Candidate, str], None]

@@ -1,6 +1,6 @@
 """CUDA targets: an NVIDIA GPU as torch sees it, with its measured peaks.
 
-The descriptor is a :class:`~tilewise.profiling.target.Target` of kind ``"cuda"`` in the existing
+The descriptor is a :class:`~tilewise.core.target.Target` of kind ``"cuda"`` in the existing
 fields (so records, stores and keys need nothing new):
 
 ``name``         the device name (``NVIDIA H100 80GB HBM3``)
@@ -26,8 +26,8 @@ import json
 import os
 from typing import Callable
 
-from tilewise.paths import cache_home
-from tilewise.profiling.target import Target, _versions
+from tilewise.core.paths import cache_home
+from tilewise.core.target import Target, _versions
 
 NO_CUDA_HINT = "run on a machine with an NVIDIA GPU or drop --target cuda"
 

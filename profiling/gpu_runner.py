@@ -27,10 +27,12 @@ import numpy as np
 
 from tilewise.ir.dtypes import round_to
 from tilewise.ir.triton_gemm import PRECISIONS
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate, Runner, register_runner
-from tilewise.profiling.measure import Measurement, error_bound, rel_error, time_runs
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import Runner, register_runner
+from tilewise.core.measurement import Measurement
+from tilewise.profiling.measure import error_bound, rel_error, time_runs
 
 DEVICES = ("cuda", "interpret")
 

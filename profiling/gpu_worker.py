@@ -44,10 +44,10 @@ def _problem(w, seed: int):
 
 
 def _serve(msg: dict) -> dict:
-    from tilewise.ir.schedule import Schedule
-    from tilewise.ir.workload import Workload
+    from tilewise.core.schedule import Schedule
+    from tilewise.core.workload import Workload
     from tilewise.profiling.gpu_runner import GpuRunnerConfig, measure_gpu, measure_torch, precompile
-    from tilewise.profiling.measure import Measurement
+    from tilewise.core.measurement import Measurement
     w, cfg = Workload.from_json(msg["workload"]), GpuRunnerConfig(**msg["config"])
     op = msg.get("op", "measure")
     try:

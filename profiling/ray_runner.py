@@ -35,9 +35,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from tilewise.profiling.base import Candidate, Runner, RunnerConfig, register_runner
-from tilewise.profiling.measure import Measurement
-from tilewise.profiling.target import Target
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import Runner, RunnerConfig, register_runner
+from tilewise.core.measurement import Measurement
+from tilewise.core.target import Target
 
 #: how long a new node server may take to start (import the compiler) and report its target
 SERVER_START_TIMEOUT_S = 180.0
@@ -83,7 +84,7 @@ class _NodeServer:
         import ray
 
         from tilewise.profiling.runner import LocalRunner
-        from tilewise.profiling.target import detect
+        from tilewise.core.target import detect
         self.runner = LocalRunner(RunnerConfig(**config))
         self.target = detect()
         self.node_id = ray.get_runtime_context().get_node_id()

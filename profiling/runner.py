@@ -60,9 +60,11 @@ import weakref
 from collections import deque
 from typing import Iterable, Mapping, Sequence
 
-from tilewise.profiling.base import Candidate, Runner, RunnerConfig, register_runner
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import Runner, RunnerConfig, register_runner
 from tilewise.profiling.build import Builder, BuildWorker, build_shared_library
-from tilewise.profiling.measure import Measurement, error_bound
+from tilewise.core.measurement import Measurement
+from tilewise.profiling.measure import error_bound
 from tilewise.profiling.procs import allowed_cores
 from tilewise.profiling.timer import TimingProcess
 

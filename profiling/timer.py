@@ -140,7 +140,7 @@ class Inputs:
         """A Problem with fresh values for ``seed``, in the persistent buffers."""
         import dataclasses
 
-        from tilewise.ir.workload import Workload
+        from tilewise.core.workload import Workload
         from tilewise.profiling.measure import make_problem, page_aligned_empty
         wkey = json.dumps(workload_json, sort_keys=True)
         values = self._lookup(self._values, (wkey, precision, seed),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 
 
 @pytest.fixture(scope="session")

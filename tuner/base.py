@@ -19,9 +19,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Sequence
 
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.measure import Measurement
-from tilewise.registry import Registry
+from tilewise.core.schedule import Schedule
+from tilewise.core.measurement import Measurement
+from tilewise.core.registry import Registry
 
 STRATEGIES = Registry("strategy", "tilewise.tuner.strategies")
 register_strategy = STRATEGIES.register

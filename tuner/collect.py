@@ -29,10 +29,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate, Runner
-from tilewise.profiling.measure import pool_measurements
-from tilewise.profiling.target import Target
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import Runner
+from tilewise.core.measurement import pool_measurements
+from tilewise.core.target import Target
 from tilewise.tuner.base import create
 from tilewise.tuner.space import SpaceOptions, space_for
 
@@ -126,7 +127,7 @@ def collect(workloads: Sequence[Workload], target: Target, store, runner: Runner
 
 
 def _store(store, w: Workload, schedules, measured, progress: CollectProgress) -> None:
-    from tilewise.datasets.record import Record
+    from tilewise.core.record import Record
     now = time.time()
     store.append([Record(w, t, s, m, now) for s, (m, t) in zip(schedules, measured)])
     for m, _ in measured:

@@ -19,11 +19,11 @@ import time
 from typing import Callable
 
 from tilewise.datasets.base import RecordStore
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
 from tilewise.profiling.gpu_runner import GpuRunner, GpuRunnerConfig
-from tilewise.profiling.target import Target
+from tilewise.core.target import Target
 from tilewise.tuner.base import SearchStrategy, create
 from tilewise.tuner.space import SpaceOptions, space_for
 from tilewise.tuner.spaces.gpu_gemm import default_schedule

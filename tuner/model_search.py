@@ -65,12 +65,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from tilewise.costmodel.base import CostModel, create as create_model, load_model
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.features.base import create as create_features
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.measure import Measurement
-from tilewise.profiling.target import Target
+from tilewise.core.schedule import Schedule
+from tilewise.core.candidate import Candidate
+from tilewise.core.measurement import Measurement
+from tilewise.core.target import Target
 from tilewise.tuner.base import SearchStrategy, register_strategy
 from tilewise.tuner.space import Space
 

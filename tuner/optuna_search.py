@@ -75,8 +75,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.measure import Measurement
+from tilewise.core.schedule import Schedule
+from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import SearchStrategy, register_strategy
 from tilewise.tuner.space import Space
 

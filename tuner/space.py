@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from tilewise.ir.schedule import Schedule
+from tilewise.core.registry import Registry
+from tilewise.core.schedule import Schedule
 
 if TYPE_CHECKING:
-    from tilewise.ir.workload import Workload
-    from tilewise.profiling.target import Target
+    from tilewise.core.workload import Workload
+    from tilewise.core.target import Target
 
 Constraint = Callable[[Mapping[str, Any]], bool]
 
@@ -69,35 +70,21 @@ class SpaceOptions:
 
 
 SpaceBuilder = Callable[["Workload", "Target", SpaceOptions], Space]
-_SPACES: dict[str, SpaceBuilder] = {}
+#: space builders by op name (``@register_space("matmul", "batch_matmul")``)
+SPACES = Registry("search space", "tilewise.tuner.spaces", name_attr=None)
 #: spaces of GPU targets (``target.kind == "cuda"``): Triton kernels, other knobs
-_GPU_SPACES: dict[str, SpaceBuilder] = {}
+GPU_SPACES = Registry("GPU search space", "tilewise.tuner.spaces", name_attr=None)
 
-
-def _registrar(table: dict[str, SpaceBuilder]):
-    """``@register(*ops)``: a decorator that files a space builder under each op in ``table``."""
-    def register(*ops: str):
-        def deco(fn: SpaceBuilder) -> SpaceBuilder:
-            for op in ops:
-                table[op] = fn
-            return fn
-        return deco
-    return register
-
-
-register_space = _registrar(_SPACES)
-register_gpu_space = _registrar(_GPU_SPACES)
+register_space = SPACES.register
+register_gpu_space = GPU_SPACES.register
 
 
 def space_for(w: "Workload", target: "Target", options: SpaceOptions | None = None) -> Space:
     """The search space of ``w`` on ``target`` within ``options`` (a cuda target's own spaces)."""
-    if not _SPACES or not _GPU_SPACES:
-        import tilewise.tuner.spaces  # noqa: F401  (registers the built-in spaces)
     gpu = getattr(target, "kind", "cpu") == "cuda"
-    try:
-        builder = (_GPU_SPACES if gpu else _SPACES)[w.op]
-    except KeyError:
-        raise ValueError(f"no search space for op {w.op!r}" + (" on a cuda target" if gpu else "")) from None
+    builder = (GPU_SPACES if gpu else SPACES).find(w.op)
+    if builder is None:
+        raise ValueError(f"no search space for op {w.op!r}" + (" on a cuda target" if gpu else ""))
     return builder(w, target, options or SpaceOptions())
 
 

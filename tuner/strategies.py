@@ -5,8 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.measure import Measurement
+from tilewise.core.schedule import Schedule
+from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import SearchStrategy, register_strategy
 from tilewise.tuner.space import Space
 

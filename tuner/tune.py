@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from tilewise.datasets.base import RecordStore
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.datasets.runs import RunTiming, TrialEntry, TuningRun
 from tilewise.ir.compiler import compile
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate, Runner, RunnerConfig
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import Runner, RunnerConfig
 from tilewise.profiling.baseline import BaselineProcess
-from tilewise.profiling.measure import Measurement, Problem, check, error_bound, make_problem, page_aligned_empty, time_runs
+from tilewise.core.measurement import Measurement
+from tilewise.profiling.measure import Problem, check, error_bound, make_problem, page_aligned_empty, time_runs
 from tilewise.profiling.runner import LocalRunner
-from tilewise.profiling.target import Target
+from tilewise.core.target import Target
 from tilewise.tuner.base import SearchStrategy, create
 from tilewise.tuner.space import SpaceOptions, space_for
 

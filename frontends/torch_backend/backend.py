@@ -126,7 +126,7 @@ def _out_shape(g: GroupSpec) -> tuple[int, ...]:
 
 def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOptions, plan: dict | None):
     """[(group, {"runner": GroupRunner | None, "plan": json entry})] -- schedules chosen, kernels loaded."""
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     threads = opts.resolved_threads()
     kernels.warn_if_torch_threads_spin(threads)
     store = None
@@ -143,7 +143,7 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
                 entry, k = _decide(g, threads, opts, store)
             runner = None
             if entry.get("schedule") is not None and entry.get("use_kernel", True):
-                from tilewise.ir.schedule import Schedule
+                from tilewise.core.schedule import Schedule
                 try:
                     if k is None:
                         k = kernels.load_kernel(Workload.parse(g.workload), Schedule.from_json(entry["schedule"]),
@@ -173,7 +173,7 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
 def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> tuple[dict[str, Any], Any]:
     """The plan entry of a group -- its schedule (and where it came from) or why it stays eager --
     and the kernel built to check that schedule (None when none built)."""
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     try:
         w = Workload.parse(g.workload)
     except ValueError as e:

@@ -68,7 +68,7 @@ def eager_group(g, env: dict) -> torch.Tensor:
 
 def try_fused(g, entry: dict[str, Any], env: dict, opts, reuse_output: bool) -> tuple[Any, str | None]:
     """``(FusedRunner, None)`` when the fused kernel builds and matches eager, else ``(None, why)``."""
-    from tilewise.ir.schedule import Schedule
+    from tilewise.core.schedule import Schedule
     spec = g.to_json()
     try:
         shapes = [tuple(i.meta["val"].shape) for i in g.inputs]

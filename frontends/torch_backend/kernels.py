@@ -21,8 +21,8 @@ import threading
 
 import numpy as np
 
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
 
 log = logging.getLogger("tilewise.torch_backend")
 _LOCK = threading.Lock()
@@ -48,7 +48,7 @@ def warn_if_torch_threads_spin(threads: int) -> None:
 
 @functools.lru_cache(maxsize=1)
 def target():
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     return detect()
 
 
@@ -104,7 +104,7 @@ def recipe_schedules(w: Workload, threads: int) -> list[Schedule]:
 
 def model_schedule(w: Workload, threads: int, n_samples: int = 256, seed: int = 0) -> list[Schedule]:
     """Candidates ranked by the cost model's predicted latency (best first), nothing measured."""
-    from tilewise.profiling.base import Candidate
+    from tilewise.core.candidate import Candidate
     from tilewise.tuner.space import SpaceOptions, space_for
     cands = recipe_schedules(w, threads)
     try:

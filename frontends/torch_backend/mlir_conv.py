@@ -41,7 +41,7 @@ def _not_fusable(msg: str):
 
 
 def _geometry(spec: dict[str, Any]) -> dict[str, int]:
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     w = Workload.parse(spec["workload"])
     return w.kind.geometry(w)
 

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
-from tilewise.ir.schedule import Schedule
+from tilewise.core.schedule import Schedule
 
 aten = torch.ops.aten
 
@@ -45,7 +45,7 @@ class NotFusable(Exception):
 
 # --- the group as a torch program ------------------------------------------------------------------
 def _anchor_out_shape(spec: dict[str, Any]) -> tuple[int, ...]:
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     w = Workload.parse(spec["workload"])
     d = w.loop_dims
     return (d["b"], d["m"], d["n"]) if spec["anchor"] == "batch_matmul" else (d["m"], d["n"])
@@ -136,7 +136,7 @@ class _Program(torch.nn.Module):
 
 
 def _arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[tuple[int, ...]]:
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     if spec["anchor"] == "conv2d":
         from tilewise.frontends.torch_backend.mlir_conv import conv_arg_shapes
         return conv_arg_shapes(spec, prog)
@@ -394,7 +394,7 @@ def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library
     from tilewise.ir.compiler import (CompileError, _drop_returned_outputs, _run, _strip_transform,
                                       link_shared_library, lowering_pipeline, openmp_runtime)
     from tilewise.ir.script import Script
-    from tilewise.ir.workload import Workload
+    from tilewise.core.workload import Workload
     w = Workload.parse(spec["workload"])
     w.kind.validate(w, s)
     if s.get("precision", w.dtype) != w.dtype:

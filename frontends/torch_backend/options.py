@@ -9,7 +9,7 @@
 ``threads``        threads per kernel; default ``torch.get_num_threads()``
 ``max_rel_error``  error budget of a kernel vs float64 (default: the op's f32 tolerance, 1e-4)
 ``trials``         schedules measured per kernel in max-autotune (default 16)
-``trace``          write a :class:`~tilewise.profiling.model_trace.ModelTrace` here
+``trace``          write a :class:`~tilewise.frontends.model_trace.ModelTrace` here
 ``profile``        time every group and eager op once at compile time, for the trace
 ``cache``          compile cache folder; default ``~/.cache/tilewise/torch_backend``; ``False``: off
 ``fuse``           ``True`` (default): an anchor's elementwise epilogue may be fused into its MLIR
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from tilewise.paths import cache_home
+from tilewise.core.paths import cache_home
 
 MODES = ("default", "max-autotune")
 

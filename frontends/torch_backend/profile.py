@@ -1,5 +1,5 @@
 """Timing fusion groups (max-autotune's kernel-or-eager choice, the ``profile`` option) and writing
-the model trace (``options={"trace": PATH}``, schema in ``tilewise.profiling.model_trace``).
+the model trace (``options={"trace": PATH}``, schema in ``tilewise.frontends.model_trace``).
 
 A trace gathers every graph compiled with the same trace path in this process (graph breaks give
 several), one :class:`KernelTrace` per fusion group or eager op in execution order, and is rewritten
@@ -120,7 +120,7 @@ def opts_model_name(gm) -> str:
 
 def _save(opts, state) -> None:
     from tilewise.frontends.torch_backend import kernels
-    from tilewise.profiling.model_trace import ModelTrace
+    from tilewise.frontends.model_trace import ModelTrace
     ModelTrace(model=state["model"], target=kernels.target().to_json(), kernels=tuple(state["kernels"]),
                mode=opts.mode, compile_s=state["compile_s"], fallbacks=tuple(state["fallbacks"])).save(opts.trace)
 
@@ -128,7 +128,7 @@ def _save(opts, state) -> None:
 def record_fallback(opts, gm, graph_id: int, reason: str, compile_s: float) -> None:
     if not opts.trace:
         return
-    from tilewise.profiling.model_trace import KernelTrace
+    from tilewise.frontends.model_trace import KernelTrace
     state = _state(opts, gm)
     ops = tuple(str(n.target) if n.op != "call_function" else op_name(n)
                 for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module"))
@@ -143,8 +143,8 @@ def record_graph(opts, ag: fx.GraphModule, example_inputs, decided: list, graph_
     """Append this graph's groups and eager ops (timed when profiling) to the trace."""
     if not opts.trace:
         return
-    from tilewise.ir.workload import Workload
-    from tilewise.profiling.model_trace import KernelTrace
+    from tilewise.core.workload import Workload
+    from tilewise.frontends.model_trace import KernelTrace
     state = _state(opts, gm)
     timed = opts.profile or opts.mode == "max-autotune"
     env = node_values(ag, example_inputs) if timed else {}

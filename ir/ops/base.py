@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from tilewise.ir.dtypes import DTYPES, to_storage
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import WorkloadError
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import OP_KINDS, WorkloadError, get_op
 
 if TYPE_CHECKING:
     from tilewise.ir.script import Script
-    from tilewise.ir.workload import Workload
-    from tilewise.profiling.target import Target
+    from tilewise.core.workload import Workload
+    from tilewise.core.target import Target
 
 
 class ScheduleError(ValueError):
@@ -42,30 +42,12 @@ class ArgSpec:
     is_output: bool = False
 
 
-_REGISTRY: dict[str, "OpKind"] = {}
-
-
-def register(name: str):
-    def deco(cls):
-        inst = cls()
-        inst.name = name
-        _REGISTRY[name] = inst
-        return cls
-    return deco
-
-
-def get_op(name: str) -> "OpKind":
-    if not _REGISTRY:
-        import tilewise.ir.ops  # noqa: F401  (registers the built-in op kinds)
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise WorkloadError(f"unknown op {name!r}: supported ops are {', '.join(sorted(_REGISTRY))}") from None
+#: ``@register("matmul")`` files one instance of the decorated OpKind under that name
+register = OP_KINDS.register
 
 
 def all_ops() -> dict[str, "OpKind"]:
-    get_op("matmul")
-    return dict(_REGISTRY)
+    return OP_KINDS.entries()
 
 
 class OpKind(ABC):
@@ -77,6 +59,12 @@ class OpKind(ABC):
     precisions: tuple[str, ...] = ()
 
     # -- what it computes ------------------------------------------------------------------------
+    def mlir(self, w: "Workload", precision: str) -> str:
+        """The printed MLIR of the untransformed kernel of ``w`` in ``precision`` (linalg on tensors)."""
+        from tilewise.ir.build import build_module
+        with build_module(w, precision) as (_, module):
+            return str(module)
+
     @abstractmethod
     def check(self, w: "Workload") -> None:
         """Raise WorkloadError if the shapes/attrs do not describe a valid instance."""

@@ -37,8 +37,8 @@ from torch_mlir.dialects import arith, func, linalg, tensor
 
 from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list, check_rank, register
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import WorkloadError
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import WorkloadError
 
 CONV_OP = "linalg.conv_2d_nhwc_hwcf"
 PARALLEL_DIMS = ("n", "oh", "f")

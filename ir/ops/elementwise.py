@@ -34,8 +34,8 @@ from torch_mlir.dialects import arith, func, linalg, math
 
 from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, register
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import WorkloadError
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import WorkloadError
 
 #: largest ``tile * vector`` block (elements): bounds the unrolled code of one iteration
 MAX_BLOCK_ELEMENTS = 1024

@@ -27,7 +27,7 @@ from torch_mlir.dialects import arith, func, linalg
 
 from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list, check_rank, register
-from tilewise.ir.schedule import Schedule
+from tilewise.core.schedule import Schedule
 
 def thread_grid(threads: int) -> tuple[int, int]:
     """(tm, tn) of the "mn" split: tm * tn == threads, tm <= tn, as square as it gets."""

@@ -54,8 +54,8 @@ from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.base import ArgSpec, OpKind, register
 from tilewise.ir.ops.elementwise import (RowwiseOp, check_knob_int, const, f32, fconst, is_untuned, narrow,
                                          parallel_generic, tensor_type, widen)
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import WorkloadError
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import WorkloadError
 
 #: the largest fill a schedule vectorizes in one piece (elements)
 FILL_CHUNK = 256

@@ -11,12 +11,12 @@ import math
 import numpy as np
 import pytest
 
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.features import base as features_base
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
-from tilewise.profiling.target import Target
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.measurement import Measurement
+from tilewise.core.target import Target
 
 TOY = "toy_test"
 TOY_BOUND = "toy_bound_test"

@@ -6,7 +6,7 @@ from tilewise.costmodel import CostModel, available_models, create, load_model
 from tilewise.costmodel.data import usable_records
 from tilewise.costmodel.split import by_workload
 from tilewise.costmodel.training import score
-from tilewise.profiling.base import Candidate
+from tilewise.core.candidate import Candidate
 
 from .conftest import MATMULS, TARGET, TOY, TOY_BOUND, synthetic_records
 

@@ -2,9 +2,9 @@
 import pytest
 
 from tilewise.costmodel import create
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
 
 from .conftest import TARGET
 

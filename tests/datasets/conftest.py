@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from tilewise.datasets import open_store
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 
 # Every RecordStore backend runs the contract suite: name -> (request, tmp_path) -> location for
 # open_store.  PostgreSQL: a fresh database per test on the session's loopback server

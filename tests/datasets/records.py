@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 
-from tilewise.datasets.record import Record
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
-from tilewise.profiling.target import Target
+from tilewise.core.record import Record
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.measurement import Measurement
+from tilewise.core.target import Target
 
 MATMUL = "matmul:64x64x64:f32"
 RELU = "relu:64x512:f32"
@@ -29,7 +29,7 @@ def measurement(i: int, status: str = "ok") -> Measurement:
 
 def make_record(i: int, workload: str | Workload = MATMUL, target: Target | None = None,
                 status: str = "ok") -> Record:
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     w = Workload.parse(workload) if isinstance(workload, str) else workload
     return Record(w, target or detect(), schedule(i), measurement(i, status), T0 + i)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tilewise.datasets import open_store
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 from .records import MATMUL
 

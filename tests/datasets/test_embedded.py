@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from tilewise.datasets.embedded import embedded_records, pool_collections, write_records
-from tilewise.profiling.measure import Measurement
+from tilewise.core.measurement import Measurement
 
 from .records import GOLDEN_TARGET, make_record
 

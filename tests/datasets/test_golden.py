@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from tilewise.datasets import Record, open_store
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 from .records import GOLDEN_TARGET, golden_records_v1
 

@@ -7,7 +7,7 @@ import psycopg
 
 from tilewise.datasets import open_store
 from tilewise.datasets.postgres_store import PostgresStore
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 from .records import MATMUL, make_record
 from .test_durability import acknowledged, writer

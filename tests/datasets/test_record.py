@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from tilewise.datasets.record import Record, RecordError
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
+from tilewise.core.record import Record, RecordError
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.measurement import Measurement
 
 from .records import RELU, make_record
 

@@ -6,7 +6,7 @@ import pytest
 
 from tilewise.datasets import StoreError, open_store
 from tilewise.datasets.sqlite_store import STORE_SCHEMA_VERSION, SQLiteStore
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 from .records import MATMUL, make_record
 

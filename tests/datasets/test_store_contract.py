@@ -2,7 +2,7 @@
 import pytest
 
 from tilewise.datasets import StoreError, open_store
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 from .records import MATMUL, RELU, make_record
 

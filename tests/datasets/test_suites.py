@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tilewise.datasets.suites import SUITES, expand
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))

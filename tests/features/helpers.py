@@ -1,5 +1,5 @@
 """Shared fixtures of the feature tests."""
-from tilewise.profiling.target import Target
+from tilewise.core.target import Target
 
 #: a fixed target, so hand-computed values do not depend on the machine running the tests
 TARGET = Target(kind="cpu", name="test cpu", arch="x86_64", isa=("avx2", "avx512f", "fma"), cores=2,

@@ -8,8 +8,8 @@ from tilewise.features import base
 from tilewise.features.analytic import AnalyticFeatures
 from tilewise.features.ir_tokens import IRTokenFeatures
 from tilewise.ir import Workload
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.candidate import Candidate
 from tests.features.helpers import TARGET
 
 

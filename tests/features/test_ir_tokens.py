@@ -8,8 +8,8 @@ import pytest
 from tilewise.features.ir_tokens import BIGRAM_BUCKETS, NAMES, IRTokenFeatures, ir_features
 from tilewise.ir import Workload
 from tilewise.ir.ops.base import ScheduleError
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.candidate import Candidate
 from tests.features.helpers import TARGET
 
 TEXT = """\

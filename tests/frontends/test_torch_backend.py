@@ -236,7 +236,7 @@ def test_unknown_option_is_one_clear_error(opts):
 
 # --- trace, max-autotune ---------------------------------------------------------------------------
 def test_trace_is_written(opts, tmp_path):
-    from tilewise.profiling.model_trace import ModelTrace
+    from tilewise.frontends.model_trace import ModelTrace
     torch.manual_seed(0)
     path = tmp_path / "trace.json"
     check(EncoderBlock(), torch.randn(2, 16, 64), options={**opts, "trace": str(path), "profile": True})

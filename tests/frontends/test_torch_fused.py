@@ -86,7 +86,7 @@ def test_importer_gives_the_linalg_graph_of_a_conv_group():
 def test_fused_linear_activation_matches_eager(act, threads, tmp_path):
     from tilewise.frontends.torch_backend import mlir_group as mg
     from tilewise.frontends.torch_backend.fused import FusedRunner
-    from tilewise.ir.schedule import Schedule
+    from tilewise.core.schedule import Schedule
     m, n, k = 48, 128, 96
     spec = _spec(m, n, k, [{"op": "bias", "input": 2}, {"op": "unary", "name": act}])
     prog = mg.group_program(spec, [(m, k), (k, n), (n,)])
@@ -102,7 +102,7 @@ def test_fused_linear_activation_matches_eager(act, threads, tmp_path):
 def test_fused_conv_bias_relu_matches_eager(stride, pad, threads, tmp_path):
     from tilewise.frontends.torch_backend import mlir_group as mg
     from tilewise.frontends.torch_backend.fused import FusedRunner
-    from tilewise.ir.schedule import Schedule
+    from tilewise.core.schedule import Schedule
     n, c, h, w, f = 2, 8, 12, 11, 24
     spec = _conv_spec(n, c, h, w, f, 3, stride, pad, [{"op": "bias", "input": 2}, {"op": "unary", "name": "relu"}])
     prog = mg.group_program(spec, [(n, c, h, w), (f, c, 3, 3), (f,)])
@@ -121,7 +121,7 @@ def test_fused_conv_with_a_residual_and_gelu_matches_eager(tmp_path):
     """An NCHW tensor in the epilogue (a residual) is passed in the kernel's NHWC domain."""
     from tilewise.frontends.torch_backend import mlir_group as mg
     from tilewise.frontends.torch_backend.fused import FusedRunner
-    from tilewise.ir.schedule import Schedule
+    from tilewise.core.schedule import Schedule
     n, c, h, w, f = 1, 4, 9, 9, 16
     epi = [{"op": "bias", "input": 2}, {"op": "unary", "name": "gelu", "approximate": "none"},
            {"op": "binary", "name": "add", "alpha": 1, "input": 3},
@@ -150,7 +150,7 @@ def _plan_groups(cache):
 
 @pytest.mark.parametrize("act", [F.gelu, F.silu], ids=["gelu", "silu"])
 def test_mlp_runs_fused_kernels(act, opts, tmp_path, caplog):
-    from tilewise.profiling.model_trace import ModelTrace
+    from tilewise.frontends.model_trace import ModelTrace
     caplog.set_level(logging.INFO, LOGGER)
     torch.manual_seed(0)
     model, x = MLP(act=act).eval(), torch.randn(16, 64)
@@ -255,7 +255,7 @@ def test_check_does_not_run_stateful_ops_again(opts):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_cnn_runs_its_conv_groups_fused(threads, opts, tmp_path, caplog):
-    from tilewise.profiling.model_trace import ModelTrace
+    from tilewise.frontends.model_trace import ModelTrace
     caplog.set_level(logging.INFO, LOGGER)
     torch.manual_seed(0)
     model, x = SmallCNN().eval(), torch.randn(2, 3, 16, 16)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from tilewise.profiling.cuda_target import cuda_problem, target_from_properties
-from tilewise.profiling.target import _versions
+from tilewise.core.target import _versions
 
 
 def stand_in(major: int, minor: int, sms: int = 132, optin_kib: int = 227):

@@ -10,11 +10,11 @@ import pytest
 
 from tilewise.costmodel.base import create as create_model
 from tilewise.datasets.base import open_store
-from tilewise.datasets.record import Record
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
+from tilewise.core.record import Record
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
 from tilewise.profiling.cuda_target import cuda_problem
-from tilewise.profiling.measure import Measurement
+from tilewise.core.measurement import Measurement
 from tilewise.tuner.space import SpaceOptions, space_for
 
 CLI = [sys.executable, "-m", "tilewise.frontends.cli"]
@@ -110,7 +110,7 @@ def test_study_dry_run_runs_every_stage(tmp_path):
 
 
 def test_report_on_gpu_records(tmp_path, sm90):
-    from tilewise.profiling.report import ReportOptions, build
+    from tilewise.frontends.report import ReportOptions, build
     db = tmp_path / "gpu.db"
     records = _synthetic_gpu_store(db, sm90)
     model = create_model("xgb", features="gpu_analytic").fit(records[:120])

@@ -1,9 +1,9 @@
 """On a real NVIDIA GPU only (marked ``cuda``: skipped without one)."""
 import pytest
 
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
 from tilewise.profiling.gpu_runner import GpuRunner, GpuRunnerConfig
 
 pytestmark = pytest.mark.cuda

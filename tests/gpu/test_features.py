@@ -6,9 +6,9 @@ import numpy as np
 
 from tilewise.costmodel.base import create as create_model
 from tilewise.features.base import create
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
 
 W = Workload.parse("matmul:1000x1000x512:f32")
 

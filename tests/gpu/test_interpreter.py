@@ -2,9 +2,9 @@
 through the same runner a GPU uses: a worker process, float64 reference, failures as data."""
 import pytest
 
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
 from tilewise.profiling.gpu_runner import GpuRunner, GpuRunnerConfig, _failure, make_gemm_problem
 
 CASES = [

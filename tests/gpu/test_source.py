@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tilewise.ir.schedule import Schedule
+from tilewise.core.schedule import Schedule
 from tilewise.ir.triton_gemm import GemmConfig, TritonScheduleError, grid, render_source, source_key
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")

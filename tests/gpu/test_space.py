@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from tilewise.ir.triton_gemm import GemmConfig
-from tilewise.ir.workload import Workload
-from tilewise.profiling.target import detect
+from tilewise.core.workload import Workload
+from tilewise.core.target import detect
 from tilewise.tuner.space import SpaceOptions, space_for
 from tilewise.tuner.spaces.gpu_gemm import (GpuSpaceOptions, default_schedule, gemm_space, illegal_reason,
                                             smem_bytes)

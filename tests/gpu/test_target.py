@@ -8,7 +8,7 @@ import pytest
 
 from tilewise.profiling.cuda_target import (CudaUnavailable, capability_isa, cuda_problem, detect_cuda_target,
                                             load_cached_peaks, store_cached_peaks)
-from tilewise.profiling.target import Target, detect
+from tilewise.core.target import Target, detect
 
 
 def test_cpu_target_json_and_key_are_what_they_were():

@@ -3,7 +3,7 @@ loop, the store and the reports are the same ones a GPU run uses."""
 import pytest
 
 from tilewise.datasets.base import open_store
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 from tilewise.profiling.gpu_runner import GpuRunner, GpuRunnerConfig
 from tilewise.tuner.collect import CollectConfig, collect
 from tilewise.tuner.gpu_tune import tune_gpu
@@ -45,6 +45,6 @@ def test_tune_gpu_records_and_answers_from_the_store(tmp_path, sm90, runner, str
 
 
 def test_tune_gpu_refuses_a_cpu_target(sm90):
-    from tilewise.profiling.target import detect
+    from tilewise.core.target import detect
     with pytest.raises(ValueError, match="cuda target"):
         tune_gpu(W, detect(), TuneConfig(trials=1))

@@ -7,8 +7,8 @@ from tests.ir.checks import check_random_schedules
 from tilewise.ir import Workload
 from tilewise.ir.compiler import transformed_ir
 from tilewise.ir.ops import ScheduleError
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import WorkloadError
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import WorkloadError
 
 pytestmark = pytest.mark.jit
 

@@ -7,14 +7,14 @@ import hashlib
 
 import numpy as np
 
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.datasets.runs import RunTiming, TrialEntry, TuningRun
 from tilewise.datasets.sqlite_store import SQLiteStore
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
-from tilewise.profiling.model_trace import KernelTrace, ModelTrace
-from tilewise.profiling.report.roofline import Roofline, save
-from tilewise.profiling.target import Target
+from tilewise.core.workload import Workload
+from tilewise.core.measurement import Measurement
+from tilewise.frontends.model_trace import KernelTrace, ModelTrace
+from tilewise.frontends.report.roofline import Roofline, save
+from tilewise.core.target import Target
 from tilewise.tuner.space import SpaceOptions, space_for
 
 T0 = 1767225600.0

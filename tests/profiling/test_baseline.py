@@ -2,10 +2,10 @@
 kernel in another runtime is timed side by side with tilewise's, bench/tvm_matmul.py)."""
 import pytest
 
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
 from tilewise.profiling.baseline import BaselineProcess
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 
 pytestmark = pytest.mark.jit
 

@@ -2,7 +2,7 @@ import pytest
 
 from tilewise.ir import Schedule, Workload
 from tilewise.profiling.measure import check, make_problem, measure, time_runs
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 
 pytestmark = pytest.mark.jit
 

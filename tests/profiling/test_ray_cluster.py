@@ -19,11 +19,11 @@ import psycopg
 import pytest
 
 from tilewise.datasets import open_store
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 from tilewise.profiling.base import RunnerConfig
-from tilewise.profiling.measure import STATUSES
+from tilewise.core.measurement import STATUSES
 from tilewise.profiling.procs import allowed_cores
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 from tilewise.tuner.collect import CollectConfig, collect
 
 from .ray_cluster import ENV, LocalCluster, kill_tree

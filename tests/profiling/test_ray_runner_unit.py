@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from tilewise.datasets import open_store
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
+from tilewise.core.workload import Workload
+from tilewise.core.measurement import Measurement
 from tilewise.profiling.ray_runner import ClusterError, parse_cluster_address
-from tilewise.profiling.target import detect
+from tilewise.core.target import detect
 from tilewise.tuner.collect import CollectConfig, collect
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from tilewise.datasets.base import open_store
 from tilewise.datasets.runs import RunError, TuningRun
-from tilewise.ir.workload import Workload
-from tilewise.profiling.report import ReportOptions, build, data, html, markdown, roofline
-from tilewise.profiling.report.data import UNATTRIBUTED
+from tilewise.core.workload import Workload
+from tilewise.frontends.report import ReportOptions, build, data, html, markdown, roofline
+from tilewise.frontends.report.data import UNATTRIBUTED
 
 from . import report_data as D
 
@@ -221,7 +221,7 @@ def test_tune_logs_its_run(tmp_path, target):
 
 
 def test_default_schedule_record_stands_in_for_a_run(tmp_path, target):
-    from tilewise.datasets.record import Record
+    from tilewise.core.record import Record
     from tilewise.datasets.sqlite_store import SQLiteStore
     w = Workload.parse(D.COLLECTED)
     default = w.kind.default_schedule(w, target)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tilewise.profiling.report import ReportOptions, build, html
+from tilewise.frontends.report import ReportOptions, build, html
 
 from . import report_data as D
 

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from tilewise.ir import Schedule, Workload
-from tilewise.profiling.base import Candidate, RunnerConfig, candidate_key, create
+from tilewise.core.candidate import Candidate, candidate_key
+from tilewise.profiling.base import RunnerConfig, create
 from tilewise.profiling.build import build_shared_library
-from tilewise.profiling.measure import Measurement
+from tilewise.core.measurement import Measurement
 from tilewise.profiling.runner import LocalRunner, ReplayRunner
 
 SMALL = Workload.parse("matmul:64x48x32:f32")
@@ -122,7 +123,8 @@ def test_faulty_candidates_are_recorded_and_the_batch_goes_on(fault_libraries):
 HANGING_CALLER = """
 import shutil, sys
 from tilewise.ir import Schedule, Workload
-from tilewise.profiling.base import Candidate, RunnerConfig
+from tilewise.core.candidate import Candidate
+from tilewise.profiling.base import RunnerConfig
 from tilewise.profiling.runner import LocalRunner
 
 class CopyBuilder:

@@ -4,10 +4,10 @@ timing process, so the test sees exactly what was asked of it)."""
 import pytest
 
 from tilewise.datasets import open_store
-from tilewise.ir.workload import Workload
+from tilewise.core.workload import Workload
 from tilewise.profiling.base import Runner
-from tilewise.profiling.measure import Measurement, pool_measurements
-from tilewise.profiling.target import detect
+from tilewise.core.measurement import Measurement, pool_measurements
+from tilewise.core.target import detect
 from tilewise.tuner.collect import CollectConfig, collect
 
 

@@ -20,10 +20,10 @@ import pytest
 
 from tilewise.costmodel import ModelFileError, create as create_model
 from tilewise.costmodel.embedded import EMBEDDED_MODEL
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.base import Candidate
-from tilewise.profiling.measure import Measurement
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.core.candidate import Candidate
+from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import create
 from tilewise.tuner.model_search import (ModelGuidedSearch, embedded_model_fits, embedded_training_targets,
                                          features_transfer)
@@ -196,7 +196,7 @@ def test_model_from_a_file_and_a_file_with_other_features_is_refused(space, targ
     oracle = Oracle(target)
     rng = np.random.default_rng(0)
     train = [space.sample(rng) for _ in range(16)]
-    from tilewise.datasets.record import Record
+    from tilewise.core.record import Record
     model = create_model("xgb", **SMALL_XGB).fit(
         [Record(MATMUL, target, s, m) for s, m in zip(train, oracle.measure(train))])
     path = tmp_path / "m.twcm"
@@ -279,7 +279,7 @@ def test_session_correction_learns_what_the_pretrained_model_gets_wrong(space, t
     pretrained = create_model("roofline")
     strategy = create("model", space, seed=0, workload=MATMUL, target=target,
                       model=create_model("xgb", **SMALL_XGB).fit(
-                          [__import__("tilewise.datasets.record", fromlist=["Record"]).Record(MATMUL, target, s, m)
+                          [__import__("tilewise.core.record", fromlist=["Record"]).Record(MATMUL, target, s, m)
                            for s, m in zip(*(lambda ss: (ss, [Measurement("ok", "", (t,) * 3, 1e-7, 0.1) for t in
                                                                pretrained.predict([Candidate(MATMUL, s) for s in ss], target)]))(
                                [space.sample(rng) for _ in range(64)]))]), **FAST)

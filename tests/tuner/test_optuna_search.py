@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from tilewise.ir import Workload
-from tilewise.ir.schedule import Schedule
-from tilewise.profiling.measure import Measurement
+from tilewise.core.schedule import Schedule
+from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import available, create
 from tilewise.tuner.optuna_search import KnobEncoding, pareto_front
 from tilewise.tuner.space import Space, SpaceOptions, space_for

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from tilewise.ir import Workload
-from tilewise.ir.schedule import Schedule
+from tilewise.core.schedule import Schedule
 from tilewise.tuner.base import create
 from tilewise.tuner.optuna_search import default_study_name, storage_url
 from tilewise.tuner.space import SpaceOptions, space_for

@@ -61,7 +61,7 @@ def test_records_outside_the_runs_limits_do_not_answer_it(tmp_path, target):
     """A 2-thread record cannot answer a 1-thread run: the run searches."""
     with open_store(tmp_path / "t.db") as store:
         s = Schedule(reg_tile=(4, 16), threads=2, parallel_dim="n", vectorize=True)
-        from tilewise.datasets.record import Record
+        from tilewise.core.record import Record
         store.append([Record(W, target, s, measure(W, s, repeats=2, min_time_s=0.0))])
         r = tune(W, target, TuneConfig(trials=2, strategy="random", max_threads=1, **FAST),
                  runner=InProcessRunner(), store=store)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.datasets.records import golden_records_v1
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.datasets.sqlite_store import STORE_SCHEMA_VERSION, SQLiteStore
 
 HERE = Path(__file__).parent

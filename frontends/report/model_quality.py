@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 
 MAX_POINTS = 2000
 

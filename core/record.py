@@ -14,16 +14,15 @@ key is part of it, a record measured on one CPU (or with one compiler) never ans
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tilewise.ir.schedule import Schedule
-from tilewise.ir.workload import Workload
-from tilewise.profiling.measure import Measurement
-from tilewise.profiling.target import Target
+from tilewise.core.measurement import Measurement
+from tilewise.core.schedule import Schedule
+from tilewise.core.target import Target
+from tilewise.core.workload import Workload, workload_key
 
 
 class RecordError(ValueError):
@@ -43,12 +42,6 @@ def parse_errors(error: type[ValueError], what: str):
         raise
     except ValueError as e:
         raise error(f"{what}: {e}") from None
-
-
-@functools.lru_cache(maxsize=4096)
-def workload_key(w: Workload) -> str:
-    """``w.key()``, memoized by value: it prints MLIR (~10 ms), and stores key thousands of records."""
-    return w.key()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from tilewise.datasets.base import RecordStore
-from tilewise.profiling.target import Target, detect
+from tilewise.core.target import Target, detect
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def build(store: RecordStore, options: ReportOptions = ReportOptions(), *, targe
           on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The report dict of ``store``.  ``target``: this machine (default: detected); only its
     roofline can be measured.  ``on_step(description)`` is called as each stage starts."""
-    from tilewise.profiling.report import data, model_quality, roofline
+    from tilewise.frontends.report import data, model_quality, roofline
     step = on_step or (lambda _: None)
     target = target or detect()
     step("reading records")
@@ -53,8 +53,8 @@ def build(store: RecordStore, options: ReportOptions = ReportOptions(), *, targe
                 continue
             section["cost_model"] = model_quality.evaluate(model, path, mine)
     if options.model_trace:
-        from tilewise.profiling.model_trace import ModelTrace
-        from tilewise.profiling.report import trace
+        from tilewise.frontends.model_trace import ModelTrace
+        from tilewise.frontends.report import trace
         step("reading the model trace")
         report["model_trace"] = trace.section(ModelTrace.load(options.model_trace), options.model_trace)
     return report

@@ -30,11 +30,11 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from tilewise.datasets.record import Record
+from tilewise.core.record import Record
 from tilewise.datasets.runs import RunTiming, TuningRun
 from tilewise.ir.dtypes import DTYPES
-from tilewise.ir.workload import Workload
-from tilewise.profiling.target import Target
+from tilewise.core.workload import Workload
+from tilewise.core.target import Target
 
 SCHEMA_VERSION = 1
 UNATTRIBUTED = "records (no run log)"
@@ -73,7 +73,7 @@ class _Group:
 def gather(records: Iterable[Record], runs: Iterable[TuningRun], *, store: str = "",
            local_target: Target | None = None) -> dict[str, Any]:
     """The report dict (module docstring) of ``records`` and ``runs``, without roofline, cost
-    model or model trace (:func:`tilewise.profiling.report.build` adds those)."""
+    model or model trace (:func:`tilewise.frontends.report.build` adds those)."""
     targets: dict[str, Target] = {}
     groups: dict[str, OrderedDict[str, _Group]] = defaultdict(OrderedDict)
     n_records = 0

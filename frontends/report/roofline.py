@@ -34,8 +34,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from tilewise.paths import cache_home
-from tilewise.profiling.target import Target
+from tilewise.core.paths import cache_home
+from tilewise.core.target import Target
 
 _ACCUMULATORS = 12
 

@@ -16,11 +16,27 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+import functools
 from typing import Any, ClassVar
+
+from tilewise.core.registry import Registry
 
 
 class WorkloadError(ValueError):
     """A workload string or description that cannot name a real workload."""
+
+
+#: op kinds by name (``tilewise.ir.ops``: what an op computes, its loops, knobs and MLIR); the
+#: built-ins are imported on the first lookup
+OP_KINDS = Registry("op", "tilewise.ir.ops", instantiate=True)
+
+
+def get_op(name: str):
+    """The op kind registered as ``name`` (WorkloadError naming the supported ops otherwise)."""
+    kind = OP_KINDS.find(name)
+    if kind is None:
+        raise WorkloadError(f"unknown op {name!r}: supported ops are {', '.join(OP_KINDS.names())}")
+    return kind
 
 
 _DIMS_RE = re.compile(r"^[0-9]+(x[0-9]+)*$")
@@ -37,7 +53,6 @@ class Workload:
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
-        from tilewise.ir.ops import get_op
         object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in self.shapes))
         object.__setattr__(self, "attrs", tuple(sorted((str(k), int(v)) for k, v in dict(self.attrs).items())))
         kind = get_op(self.op)   # raises WorkloadError for an unknown op
@@ -91,7 +106,6 @@ class Workload:
     # -- derived ---------------------------------------------------------------------------------
     @property
     def kind(self):
-        from tilewise.ir.ops import get_op
         return get_op(self.op)
 
     def attr(self, name: str, default: int) -> int:
@@ -110,14 +124,19 @@ class Workload:
         """The canonical printed MLIR of the untransformed kernel (linalg on tensors)."""
         key = precision or self.dtype
         if key not in self._cache:
-            from tilewise.ir.build import build_module
-            with build_module(self, precision) as (_, module):
-                self._cache[key] = str(module)
+            self._cache[key] = self.kind.mlir(self, key)
         return self._cache[key]
 
     def key(self) -> str:
         """sha256 of the canonical printed MLIR: equal iff the computation is the same."""
         return hashlib.sha256(self.mlir().encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def workload_key(w: Workload) -> str:
+    """``w.key()``, memoized by value: it prints MLIR (~10 ms), and stores and runners key thousands
+    of records and candidates."""
+    return w.key()
 
 
 def parse_workload(text: str) -> Workload:

@@ -13,7 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from tilewise.profiling.report.data import UNATTRIBUTED
+from tilewise.frontends.report.data import UNATTRIBUTED
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf"]

@@ -141,13 +141,6 @@ def _caches(cpu: int = 0) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(found.items()))
 
 
-def detect_cuda(index: int = 0) -> Target | None:
-    """The CUDA GPU torch sees at ``index``, or None (imports torch: call only when asked).
-    Peaks are not measured here: :func:`tilewise.profiling.cuda_target.detect_cuda_target` does."""
-    from tilewise.profiling.cuda_target import describe_cuda
-    return describe_cuda(index)
-
-
 @functools.lru_cache(maxsize=1)
 def detect() -> Target:
     """The CPU this process runs on."""

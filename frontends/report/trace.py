@@ -1,10 +1,10 @@
 """The ``model_trace`` section: time per kernel / fusion group of a compiled torch model, and what
-fell back to eager PyTorch (:mod:`tilewise.profiling.model_trace` is the file's schema)."""
+fell back to eager PyTorch (:mod:`tilewise.frontends.model_trace` is the file's schema)."""
 from __future__ import annotations
 
 from typing import Any
 
-from tilewise.profiling.model_trace import ModelTrace
+from tilewise.frontends.model_trace import ModelTrace
 
 
 def section(trace: ModelTrace, path: str = "") -> dict[str, Any]:

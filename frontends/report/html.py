@@ -8,8 +8,8 @@ import os
 import tempfile
 from typing import Any
 
-from tilewise.profiling.report import charts as C
-from tilewise.profiling.report import tables as T
+from tilewise.frontends.report import charts as C
+from tilewise.frontends.report import tables as T
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tilewise.profiling.report import tables as T
+from tilewise.frontends.report import tables as T
 
 
 def _cell(text: str) -> str:
