@@ -93,54 +93,71 @@ def _remainders(Dt: np.ndarray, C: np.ndarray, T: np.ndarray) -> tuple[np.ndarra
     return cache_tail / Dt, reg_tail / Dt
 
 
+class _Columns(dict):
+    """Column name -> values, in insertion (= column) order."""
+
+    def put(self, prefix: str, values: np.ndarray, suffixes: Sequence[str]) -> None:
+        for j, s in enumerate(suffixes):
+            self[f"{prefix}{s}"] = values[:, j]
+
+
 def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     """Every analytic column of the candidates in ``v``, by name, in column order."""
-    out: dict[str, np.ndarray] = {}
-
-    def put(prefix: str, values: np.ndarray, suffixes: Sequence[str]) -> None:
-        for j, s in enumerate(suffixes):
-            out[f"{prefix}{s}"] = values[:, j]
-
-    n = v.n
-    rows = np.arange(n)
-    caches = target.caches
-    lanes = float(target.simd_lanes())
-    regs = float(target.vector_registers)
-    put("family_", _one_hot(v.family, len(FAMILIES)), FAMILIES)
+    out = _Columns()
+    out.put("family_", _one_hot(v.family, len(FAMILIES)), FAMILIES)
     out["log2_flops_per_iter"] = _log2(v.flops_per_iter)
+    _extents(v, out)
+    cache_total = _tile_bytes(v, target, out)
+    _intensity(v, out, cache_total)
+    lane_use = _vectors(v, target, out)
+    used, imbalance = _threads(v, target, out)
+    _knobs(v, out)
+    _layout(v, target, out)
+    _totals(v, target, out, used, imbalance, lane_use)
+    return dict(out)
 
-    # -- extents, trips, remainders
+
+def _extents(v: View, out: _Columns) -> None:
+    """Extents, trips and remainders per loop dim."""
+    n = v.n
     scale = np.stack([v.m0, np.ones(n), np.ones(n), v.rm], axis=1)
     scale_t = np.stack([v.m0t, np.ones(n), np.ones(n), v.rm], axis=1)
-    put("log2_dim_", _log2(v.D * scale), DIMS)
+    out.put("log2_dim_", _log2(v.D * scale), DIMS)
     out["log2_filter_taps"] = _log2(v.rm)
-    put("log2_cache_", _log2(v.C * scale_t), DIMS)
-    put("log2_reg_", _log2(v.T), DIMS)
+    out.put("log2_cache_", _log2(v.C * scale_t), DIMS)
+    out.put("log2_reg_", _log2(v.T), DIMS)
     cache_trips = np.ceil(v.Dt / np.maximum(v.C, 1))
     reg_trips = np.ceil(v.C / np.maximum(v.T, 1))
-    put("log2_cache_trips_", _log2(cache_trips), DIMS)
-    put("log2_reg_trips_", _log2(reg_trips), DIMS)
+    out.put("log2_cache_trips_", _log2(cache_trips), DIMS)
+    out.put("log2_reg_trips_", _log2(reg_trips), DIMS)
     out["log2_iters_per_thread"] = _log2(v.m0t * v.rm * np.prod(cache_trips * reg_trips, axis=1))
     cache_rem, reg_rem = _remainders(v.Dt, v.C, v.T)
-    put("cache_rem_", cache_rem, DIMS)
-    put("reg_rem_", reg_rem, DIMS)
+    out.put("cache_rem_", cache_rem, DIMS)
+    out.put("reg_rem_", reg_rem, DIMS)
     out["rem_total"] = 1.0 - np.prod(1.0 - reg_rem, axis=1)
 
-    # -- element sizes, bytes per tile vs the memory hierarchy
+
+def _tile_bytes(v: View, target: Target, out: _Columns) -> np.ndarray:
+    """Element sizes, bytes per tile vs the memory hierarchy; returns the cache tile's bytes."""
+    caches = target.caches
     out["elt_bytes"] = v.elt_bytes
     out["out_bytes"] = v.out_bytes
-    put("precision_", _one_hot(v.precision, len(PRECISIONS)), PRECISIONS)
-    put("log2_cache_bytes_", _log2(v.cache_bytes), OPERANDS)
-    put("log2_reg_bytes_", _log2(v.reg_bytes), OPERANDS)
+    out.put("precision_", _one_hot(v.precision, len(PRECISIONS)), PRECISIONS)
+    out.put("log2_cache_bytes_", _log2(v.cache_bytes), OPERANDS)
+    out.put("log2_reg_bytes_", _log2(v.reg_bytes), OPERANDS)
     cache_total = v.cache_bytes.sum(axis=1)
     for level in CACHES:
         out[f"log2_cache_bytes_over_{level}"] = _log2(cache_total) - _log2(caches.get(level, 0))
     for j, op in enumerate(OPERANDS):
         for level in CACHES[:2]:
             out[f"log2_{op}_over_{level}"] = _log2(v.cache_bytes[:, j]) - _log2(caches.get(level, 0))
-    out["log2_reg_bytes_over_regfile"] = _log2(v.reg_bytes.sum(axis=1)) - _log2(regs * target.simd_bits / 8)
+    regfile_bytes = float(target.vector_registers) * target.simd_bits / 8
+    out["log2_reg_bytes_over_regfile"] = _log2(v.reg_bytes.sum(axis=1)) - _log2(regfile_bytes)
+    return cache_total
 
-    # -- arithmetic intensity
+
+def _intensity(v: View, out: _Columns, cache_total: np.ndarray) -> None:
+    """Arithmetic intensity of a cache tile, of one register-tile step and of the whole problem."""
     cache_flops = v.flops_per_iter * v.m0t * v.rm * np.prod(v.C, axis=1)
     reg_flops = v.flops_per_iter * np.prod(v.T, axis=1)
     out["log2_ai_cache"] = _log2(cache_flops) - _log2(cache_total)
@@ -149,8 +166,12 @@ def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     out["log2_ai_reg"] = _log2(reg_flops) - _log2(reg_traffic)
     out["log2_ai_total"] = _log2(v.flops) - _log2(v.bytes_total)
 
-    # -- vectors and registers
-    vec = v.T[rows, v.vec_axis.astype(int)]
+
+def _vectors(v: View, target: Target, out: _Columns) -> np.ndarray:
+    """How the vectorized dim fills the SIMD registers, and register pressure; returns lane use."""
+    lanes = float(target.simd_lanes())
+    regs = float(target.vector_registers)
+    vec = v.T[np.arange(v.n), v.vec_axis.astype(int)]
     vectors = np.ceil(vec / lanes)
     lane_use = vec / (vectors * lanes)
     out["log2_vec_over_lanes"] = _log2(vec) - np.log2(lanes)
@@ -163,8 +184,11 @@ def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     out["acc_over_regs"] = acc / regs
     out["regs_needed_over_regs"] = needed / regs
     out["spills"] = (needed > regs).astype(np.float64)
+    return lane_use
 
-    # -- threads
+
+def _threads(v: View, target: Target, out: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Thread split and balance; returns (threads that get a core, load imbalance)."""
     used = np.minimum(v.threads, target.cores)
     share = np.ceil(v.split_units / np.maximum(v.threads, 1))
     imbalance = share * v.threads / np.maximum(v.split_units, 1)
@@ -174,33 +198,41 @@ def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     out["idle_threads"] = np.maximum(0.0, v.threads - v.split_units) / np.maximum(v.threads, 1)
     split = _one_hot(v.split_axis, 3)
     split[v.split_axis == 3, 1:3] = 1.0                    # "mn": a 2-D grid over p1 and p2
-    put("split_", split * (v.threads > 1)[:, None], DIMS[:3])
+    out.put("split_", split * (v.threads > 1)[:, None], DIMS[:3])
     out["log2_units_per_thread"] = _log2(share)
+    return used, imbalance
 
-    # -- remaining knobs
+
+def _knobs(v: View, out: _Columns) -> None:
     out["promote"] = v.promote
     out["unroll"] = v.unroll
     out["vectorize"] = v.vectorize
-    put("interchange_", _one_hot(v.interchange, len(INTERCHANGES)),
-        ["".join("mnk"[i] for i in p) for p in INTERCHANGES])
+    out.put("interchange_", _one_hot(v.interchange, len(INTERCHANGES)),
+            ["".join("mnk"[i] for i in p) for p in INTERCHANGES])
     out["stride"] = v.stride
 
-    # -- memory layout of the streams
-    ways = max(caches.get("L1d", 8 * PAGE) // PAGE, 1)
+
+def _layout(v: View, target: Target, out: _Columns) -> None:
+    """Memory layout of the streams: row strides, their alignment, L1 sets, pages, packing."""
+    ways = max(target.caches.get("L1d", 8 * PAGE) // PAGE, 1)
     stride = np.maximum(np.rint(v.row_stride), 1).astype(np.int64)
     groups = PAGE // LINE
     sets = np.where(stride % LINE == 0, groups // np.gcd(stride // LINE, groups), groups)
     low_bit = stride & -stride
     rows_ = v.sweep_rows
     pages = np.where(stride >= PAGE, rows_, np.maximum(rows_ * stride / PAGE, np.minimum(rows_, 1)))
-    put("log2_row_stride_", _log2(stride), OPERANDS)
-    put("row_align_", np.minimum(np.log2(low_bit), 14.0), OPERANDS)
-    put("log2_l1_sets_", _log2(sets), OPERANDS)
-    put("log2_rows_over_l1_", _log2(rows_) - _log2(sets * ways), OPERANDS)
-    put("log2_pages_", _log2(pages), OPERANDS)
+    out.put("log2_row_stride_", _log2(stride), OPERANDS)
+    out.put("row_align_", np.minimum(np.log2(low_bit), 14.0), OPERANDS)
+    out.put("log2_l1_sets_", _log2(sets), OPERANDS)
+    out.put("log2_rows_over_l1_", _log2(rows_) - _log2(sets * ways), OPERANDS)
+    out.put("log2_pages_", _log2(pages), OPERANDS)
     out["log2_pack_per_fma"] = _log2(v.promote / np.maximum(v.C[:, 1], 1))
 
-    # -- totals and ideal times
+
+def _totals(v: View, target: Target, out: _Columns, used: np.ndarray, imbalance: np.ndarray,
+            lane_use: np.ndarray) -> None:
+    """Totals and ideal times."""
+    lanes = float(target.simd_lanes())
     compute_s = v.flops / (used * lanes * FMA_UNITS * 2 * CLOCK_HZ)
     memory_s = v.bytes_total / MEMORY_BYTES_PER_S
     slowdown = imbalance * np.where(v.vectorize > 0, 1.0 / np.maximum(lane_use, _TINY), lanes)
@@ -210,7 +242,6 @@ def compute(v: View, target: Target) -> dict[str, np.ndarray]:
     out["log10_memory_s"] = _log10(memory_s)
     out["log10_roofline_s"] = _log10(np.maximum(compute_s, memory_s))
     out["log10_schedule_bound_s"] = _log10(np.maximum(compute_s * slowdown, memory_s))
-    return out
 
 
 def _reference_target() -> Target:
