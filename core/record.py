@@ -44,6 +44,14 @@ def parse_errors(error: type[ValueError], what: str):
         raise error(f"{what}: {e}") from None
 
 
+def require_schema(d: Any, version: int, error: type[ValueError], what: str, hint: str = "") -> None:
+    """Raise ``error`` unless ``d`` is a JSON object of schema ``version`` (``hint`` ends the message)."""
+    found = d.get("schema_version") if isinstance(d, dict) else None
+    if found != version:
+        raise error(f"{what} schema version {found!r} is not supported: this tilewise reads "
+                    f"version {version}{hint}")
+
+
 @dataclass(frozen=True)
 class Record:
     workload: Workload
@@ -90,10 +98,8 @@ class Record:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Record":
-        version = d.get("schema_version") if isinstance(d, dict) else None
-        if version != cls.schema_version:
-            raise RecordError(f"record schema version {version!r} is not supported: this tilewise reads "
-                              f"version {cls.schema_version} (a newer tilewise wrote it, or it is not a record)")
+        require_schema(d, cls.schema_version, RecordError, "record",
+                       " (a newer tilewise wrote it, or it is not a record)")
         with parse_errors(RecordError, "record"):
             return cls(workload=Workload.from_json(d["workload"]),
                        target=Target.from_json(d["target"]),

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tilewise.core.record import parse_errors
+from tilewise.core.record import parse_errors, require_schema
 from tilewise.core.workload import Workload
 from tilewise.core.target import Target
 
@@ -95,10 +95,7 @@ class TuningRun:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TuningRun":
-        version = d.get("schema_version") if isinstance(d, dict) else None
-        if version != cls.schema_version:
-            raise RunError(f"tuning run schema version {version!r} is not supported: this tilewise reads "
-                           f"version {cls.schema_version}")
+        require_schema(d, cls.schema_version, RunError, "tuning run")
         with parse_errors(RunError, "tuning run"):
             return cls(workload=Workload.from_json(d["workload"]), target=Target.from_json(d["target"]),
                        strategy=str(d["strategy"]), started=float(d["started"]), finished=float(d["finished"]),
