@@ -17,25 +17,22 @@ Every ``propose(n)`` evolves a population *in the model*, then asks the device a
    knobs while the pool allows (a batch of 8 is not spent on one tile with 8 unroll/loop-order
    variants); on a synthetic oracle this was neutral (tests/tuner/test_model_search.py's).
 
-The model.  ``model=None`` takes the embedded xgb model when the target it was trained on (the
-embedded dataset's records carry it) matches this target where analytic features transfer:
-kind, arch, SIMD width and vector-ISA family (:func:`embedded_model_fits`); core count, caches
-and tool versions may differ.  Otherwise a fresh ``xgb`` on ``analytic`` features, which ranks by
-the ``roofline`` model until it has ``min_train`` ok measurements.  A path loads a model file
-(a file trained on features this tilewise extracts differently is refused with the cost model's
-``ModelFileError``); an instance is used as given (and updated in place).  Models are held in
-memory: online updates never write the file they came from.  ``model_source`` and
-``model_reason`` say what was chosen and why (for the CLI).
+The model.  :func:`tilewise.costmodel.selection.resolve_model` chooses it from the ``model``
+option: ``None`` takes the embedded xgb model when it was trained on a target like this one (same
+kind, arch, SIMD width and vector-ISA family), else a fresh ``xgb`` on ``analytic`` features, which
+ranks by the ``roofline`` model until it has ``min_train`` ok measurements; a path loads a model
+file; an instance is used as given (and updated in place).  Models are held in memory: online
+updates never write the file they came from.  ``model_source`` and ``model_reason`` say what was
+chosen and why (for the CLI).
 
 Online learning.  A model that arrives fitted (the embedded one, a file, a fitted instance) was
-trained on thousands of records of other workloads; refitting it with this session's handful of
-rows added (``update``) barely moves it: 8 new rows among ~2900.  Instead the session fits a small
-*correction* model once ``min_train`` ok measurements of this workload exist, and refits it after
-every batch: 30 boosted trees of depth 3 on ``log(measured / pretrained prediction)`` over the
-same features, multiplied into every prediction (TenSet-style fine-tuning on the target workload,
-~20 ms per fit).  ``session_correction=False`` calls ``update`` on the model instead.  An
-unfitted model (no pretrained one fits the target) is fitted from this session's records and
-updated after every batch, as the cost-model contract describes.
+trained on thousands of records of other workloads, so ``update`` with this session's handful of
+rows barely moves it.  Instead the session fits a
+:class:`~tilewise.costmodel.residual.ResidualCorrection` (small boosted trees on the model's log
+residuals) once ``min_train`` ok measurements of this workload exist, and refits it after every
+batch.  ``session_correction=False`` calls ``update`` on the model instead.  An unfitted model (no
+pretrained one fits the target) is fitted from this session's records and updated after every
+batch, as the cost-model contract describes.
 
 Failures.  A failed measurement is remembered (never proposed again) but not given to the model:
 the cost-model contract learns latencies of ``ok`` records only, and a made-up "pessimistic"
@@ -52,10 +49,8 @@ retrains its boosters with ``nthread=1``); ``observe`` with the embedded model a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-import gzip
-import itertools
-import json
 import math
 import os
 import random
@@ -64,9 +59,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tilewise.costmodel.base import CostModel, create as create_model, load_model
+from tilewise.costmodel.base import CostModel, create as create_model
+from tilewise.costmodel.residual import ResidualCorrection
+from tilewise.costmodel.selection import resolve_model
 from tilewise.core.record import Record
-from tilewise.features.base import create as create_features
 from tilewise.core.schedule import Schedule
 from tilewise.core.candidate import Candidate
 from tilewise.core.measurement import Measurement
@@ -76,104 +72,9 @@ from tilewise.tuner.space import Space
 
 Genome = tuple[int, ...]            # one value index per knob, in the space's knob order
 _LOCAL_STEP = 0.75                  # chance a mutated knob moves to a neighbouring value
-_ENUMERATE_BELOW = 20_000           # raw product size under which the legal set is enumerated
-_CORRECTION_ROUNDS = 30             # trees of the session model (on 8-64 points: depth 3, eta 0.2)
 
-
-# -- which model ---------------------------------------------------------------------------------
-def isa_family(t: Target) -> str:
-    """The widest vector ISA a kernel compiled for ``t`` uses (what the analytic features' lanes
-    and register counts stand for)."""
-    isa = set(t.isa)
-    for family, flags in (("avx512", {"avx512f"}), ("avx2+fma", {"avx2", "fma"}), ("avx2", {"avx2"}),
-                          ("avx", {"avx"}), ("sse4_2", {"sse4_2"})):
-        if flags <= isa:
-            return family
-    return t.isa[0] if t.kind == "cuda" and t.isa else "scalar"
-
-
-def describe_target(t: Target) -> str:
-    return f"{t.name} ({t.arch}, {isa_family(t)}, {t.simd_bits}-bit SIMD)"
-
-
-def features_transfer(trained: Target, here: Target) -> tuple[bool, str]:
-    """Whether a model trained on ``trained`` ranks schedules on ``here``: same kind, arch, SIMD
-    width and ISA family (the exact key -- cores, caches, versions -- may differ)."""
-    diffs = [f"{what} {a} vs {b}" for what, a, b in (
-        ("kind", trained.kind, here.kind), ("arch", trained.arch, here.arch),
-        ("SIMD width", trained.simd_bits, here.simd_bits), ("ISA family", isa_family(trained), isa_family(here)))
-        if a != b]
-    if diffs:
-        return False, f"trained on {describe_target(trained)}, this is {describe_target(here)}: {', '.join(diffs)}"
-    return True, (f"trained on {describe_target(trained)}: same arch, SIMD width and ISA family as "
-                  f"this {describe_target(here)}")
-
-
-@functools.lru_cache(maxsize=4)
-def _dataset_targets(path: str, wanted: frozenset[str]) -> tuple[Target, ...]:
-    """The targets of ``wanted`` keys among a record file's records (stops once all are found)."""
-    found: dict[str, Target] = {}
-    seen_json: set[str] = set()
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            raw = json.dumps(json.loads(line)["target"], sort_keys=True)
-            if raw in seen_json:
-                continue
-            seen_json.add(raw)
-            t = Target.from_json(json.loads(raw))
-            if t.key() in wanted:
-                found[t.key()] = t
-                if len(found) == len(wanted):
-                    break
-    return tuple(found.values())
-
-
-def embedded_training_targets(model_path: str | os.PathLike | None = None,
-                               dataset_path: str | os.PathLike | None = None) -> tuple[Target, ...]:
-    """The targets the embedded model was trained on: its file's header names them by key, the
-    embedded dataset's records carry the full :class:`Target` of each key (empty if unknown)."""
-    from tilewise.costmodel.embedded import EMBEDDED_MODEL
-    from tilewise.costmodel.fileformat import ModelFileError, read_header
-    from tilewise.datasets.embedded import EMBEDDED_DATASET
-    try:
-        keys = (read_header(model_path or EMBEDDED_MODEL).get("trained_on") or {}).get("targets") or []
-    except ModelFileError:
-        return ()
-    if not keys:
-        return ()
-    return _dataset_targets(os.fspath(dataset_path or EMBEDDED_DATASET), frozenset(keys))
-
-
-def embedded_model_fits(target: Target, model_path: str | os.PathLike | None = None,
-                        dataset_path: str | os.PathLike | None = None) -> tuple[bool, str]:
-    """``(fits, reason)``: whether the embedded model was trained on a target like ``target``
-    (:func:`features_transfer` for any of its training targets)."""
-    trained = embedded_training_targets(model_path, dataset_path)
-    if not trained:
-        return False, "the embedded model is missing or its training target is not recorded in the embedded dataset"
-    verdicts = [features_transfer(t, target) for t in trained]
-    return next((v for v in verdicts if v[0]), verdicts[0])
-
-
-def resolve_model(model: CostModel | str | os.PathLike | None, target: Target) -> tuple[CostModel, str, str]:
-    """``(model, source, reason)`` for the ``model`` option (module docstring)."""
-    if isinstance(model, CostModel):
-        return model, f"instance:{model.name}", "the cost model given"
-    if isinstance(model, (str, os.PathLike)):
-        return load_model(model), f"file:{os.fspath(model)}", "the cost-model file given"
-    if model is not None:
-        raise TypeError(f"model must be a CostModel, a path to a model file or None, not {type(model).__name__}")
-    from tilewise.costmodel.embedded import EMBEDDED_MODEL
-    fits, reason = embedded_model_fits(target)
-    if fits:
-        return load_model(EMBEDDED_MODEL), "embedded", f"the embedded xgb model, {reason}"
-    trained = embedded_training_targets()
-    source = (f"roofline→xgb (embedded model trained on {describe_target(trained[0])}, "
-              f"this is {describe_target(target)})" if trained else "roofline→xgb (no embedded model)")
-    return (create_model("xgb", features="analytic"), source,
-            f"a fresh xgb model, ranking by the roofline until it is fitted: the embedded model {reason}")
+# resolve_model is re-exported: the torch backend asks this module which model a tune would use
+__all__ = ["ModelGuidedSearch", "ModelSearchConfig", "resolve_model"]
 
 
 # -- the space as integer genomes ----------------------------------------------------------------
@@ -186,7 +87,7 @@ class _Encoding:
         self.values = [list(space.knobs[k]) for k in self.names]
         self.sizes = np.array([len(v) for v in self.values], dtype=np.int64)
         self.index = [{v: i for i, v in enumerate(vals)} for vals in self.values]
-        self.neighbours = [_neighbours(vals) for vals in self.values]
+        self.neighbours = [_neighbours(space, k) for k in self.names]
         self.mutable = [i for i, n in enumerate(self.sizes) if n > 1]
 
     def encode(self, s: Schedule) -> Genome | None:
@@ -194,10 +95,14 @@ class _Encoding:
         if set(s) != set(self.names):
             return None
         try:
-            g = tuple(idx[s[k]] for idx, k in zip(self.index, self.names))
+            g = self.genome(s)
         except (KeyError, TypeError):
             return None
         return g if self.legal(g) else None
+
+    def genome(self, s: Schedule) -> Genome:
+        """The value indices of ``s`` (KeyError for a value the space does not have)."""
+        return tuple(idx[s[k]] for idx, k in zip(self.index, self.names))
 
     def values_of(self, g: Genome) -> dict[str, Any]:
         return {k: vals[i] for k, vals, i in zip(self.names, self.values, g)}
@@ -209,36 +114,37 @@ class _Encoding:
         return Schedule(self.values_of(g))
 
 
-def _neighbours(values: list) -> list[tuple[int, ...]]:
-    """Per value index, the indices one step away: the adjacent sorted value of an int knob; for a
-    tile knob (tuples forming the full product of their components) one component moved one step
-    up or down its sorted values; every other value for a categorical knob."""
+def _neighbours(space: Space, name: str) -> list[tuple[int, ...]]:
+    """Per value index, the indices one step away (:meth:`Space.knob_kind`): the adjacent sorted
+    value of a number knob; for a product knob (a tile) one component moved one step up or down its
+    sorted values; every other value for a categorical knob."""
+    values, kind = space.knobs[name], space.knob_kind(name)
     n = len(values)
-    if all(type(v) is int for v in values):
+    if kind == "number":
         order = sorted(range(n), key=lambda i: values[i])
         rank = {i: r for r, i in enumerate(order)}
         return [tuple(order[r] for r in (rank[i] - 1, rank[i] + 1) if 0 <= r < n) for i in range(n)]
-    if values and all(isinstance(v, tuple) and v and all(type(x) is int for x in v) for v in values) \
-            and len({len(v) for v in values}) == 1:
-        comps = [sorted({v[c] for v in values}) for c in range(len(values[0]))]
-        if math.prod(len(c) for c in comps) == n:
-            at = {v: i for i, v in enumerate(values)}
-            out = []
-            for v in values:
-                near = []
-                for c, axis in enumerate(comps):
-                    r = axis.index(v[c])
-                    for r2 in (r - 1, r + 1):
-                        if 0 <= r2 < len(axis):
-                            near.append(at[v[:c] + (axis[r2],) + v[c + 1:]])
-                out.append(tuple(near))
-            return out
-    return [tuple(j for j in range(n) if j != i) for i in range(n)]
+    if kind == "category":
+        return [tuple(j for j in range(n) if j != i) for i in range(n)]
+    comps = space.knob_levels(name)
+    at = {v: i for i, v in enumerate(values)}
+    out = []
+    for v in values:
+        near = []
+        for c, axis in enumerate(comps):
+            r = axis.index(v[c])
+            for r2 in (r - 1, r + 1):
+                if 0 <= r2 < len(axis):
+                    near.append(at[v[:c] + (axis[r2],) + v[c + 1:]])
+        out.append(tuple(near))
+    return out
 
 
 # -- the strategy --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSearchConfig:
+    """The ``model`` strategy's settings (module docstring).  ``ModelGuidedSearch(space, config=...)``
+    takes one; ``create("model", space, population=96, ...)`` builds one from the options."""
     population: int = 512
     generations: int = 4
     mutation_prob: float = 0.75         # else crossover
@@ -295,17 +201,12 @@ class ModelGuidedSearch(SearchStrategy):
     """Evolutionary search scored by a cost model, updated online (module docstring)."""
 
     def __init__(self, space: Space, seed: int = 0, *, workload=None, target: Target | None = None,
-                 model: CostModel | str | os.PathLike | None = None, population: int = 512,
-                 generations: int = 4, mutation_prob: float = 0.75, eps_greedy: float = 0.1,
-                 uncertainty_fraction: float = 0.25, kappa: float = 1.0, measured_ratio: float = 0.2,
-                 min_train: int = 8, failure_penalty: float = 2.0, min_distance: int = 2,
-                 session_correction: bool = True, **context):
+                 model: CostModel | str | os.PathLike | None = None, config: ModelSearchConfig | None = None,
+                 **context):
         if workload is None or target is None:
             raise ValueError("the 'model' strategy needs the workload and the target it tunes "
                              "(create('model', space, workload=w, target=t))")
-        self.config = ModelSearchConfig(population, generations, mutation_prob, eps_greedy,
-                                        uncertainty_fraction, kappa, measured_ratio, min_train, failure_penalty,
-                                        min_distance, session_correction)
+        self.config = config or ModelSearchConfig()
         self.space, self.workload, self.target = space, workload, target
         self.rng = np.random.default_rng(seed)
         self._rnd = random.Random(seed)          # scalar draws in the evolution's inner loops
@@ -313,10 +214,8 @@ class ModelGuidedSearch(SearchStrategy):
         self.model, self.model_source, self.model_reason = resolve_model(model, target)
         # a model that arrives fitted is corrected per session, not retrained (module docstring)
         self._pretrained = bool(getattr(self.model, "fitted", False))
-        self._extractor = getattr(self.model, "extractor", None) or create_features("analytic")
-        self._shares_features = (self._extractor is getattr(self.model, "extractor", None)
-                                 and hasattr(self.model, "predict_features_with_uncertainty"))
-        self._correction = None
+        self._correction = (ResidualCorrection(self.model) if self._pretrained and self.config.session_correction
+                            else None)
         self._roofline = create_model("roofline")
         self.records: list[Record] = []             # everything observed or warm-started
         self._pending: list[Record] = []            # ok records an unfitted model has not seen
@@ -324,7 +223,17 @@ class ModelGuidedSearch(SearchStrategy):
         self._measured: list[tuple[float, Genome]] = []
         self._failed: list[Genome] = []
         self._survivors: list[Genome] = []
-        self._legal: list[Genome] | None = None     # the whole legal set, for small spaces
+
+    @classmethod
+    def from_options(cls, space: Space, seed: int = 0, *, config: ModelSearchConfig | None = None,
+                     **options) -> "ModelGuidedSearch":
+        """``create("model", space, ..., population=96)``: the options that name config fields
+        build the config, once (on top of ``config`` when given as well)."""
+        fields = {f.name for f in dataclasses.fields(ModelSearchConfig)}
+        overrides = {k: options.pop(k) for k in list(options) if k in fields}
+        if overrides or config is None:
+            config = dataclasses.replace(config or ModelSearchConfig(), **overrides)
+        return cls(space, seed, config=config, **options)
 
     # -- ask / tell ------------------------------------------------------------------------------
     @property
@@ -374,7 +283,7 @@ class ModelGuidedSearch(SearchStrategy):
         self.observe(schedules, measurements)
 
     def _learn(self, ok: list[Record]) -> None:
-        if self._pretrained and self.config.session_correction:
+        if self._correction is not None:
             self._fit_correction()
             return
         if getattr(self.model, "fitted", True):
@@ -443,10 +352,7 @@ class ModelGuidedSearch(SearchStrategy):
         """Up to ``k`` uniform legal genomes, none seen or in ``exclude``."""
         if k <= 0:
             return []
-        if self.space.raw_size <= _ENUMERATE_BELOW:
-            if self._legal is None:
-                self._legal = [g for g in itertools.product(*(range(s) for s in self.enc.sizes))
-                               if self.enc.legal(g)]
+        if self._legal is not None:
             free = [g for g in self._legal if g not in self._seen and g not in exclude]
             return [free[i] for i in self.rng.permutation(len(free))[:k]]
         out: dict[Genome, None] = {}
@@ -460,40 +366,27 @@ class ModelGuidedSearch(SearchStrategy):
                     return list(out)
         return list(out)
 
+    @functools.cached_property
+    def _legal(self) -> list[Genome] | None:
+        """The whole legal set as genomes, for a space small enough to enumerate."""
+        points = self.space.legal_points()
+        return None if points is None else [self.enc.genome(s) for s in points]
+
     def _fit_correction(self) -> None:
-        """The session model: small boosted trees on log(measured / pretrained prediction) of this
-        workload's ok measurements (module docstring, "Online learning")."""
+        """Refit the session correction on this workload's ok measurements, once there are
+        ``min_train`` (module docstring, "Online learning")."""
         ok = [r for r in self.records if r.workload == self.workload and r.measurement.ok
               and 0.0 < r.measurement.median_s < math.inf]
-        if len(ok) < self.config.min_train:
-            return
-        import xgboost as xgb
-        cands = [Candidate(r.workload, r.schedule) for r in ok]
-        X = self._extractor.extract(cands, self.target)
-        base = np.log(self._pretrained_prediction(cands, X)[0])
-        resid = np.log([r.measurement.median_s for r in ok]) - base
-        params = {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.2, "min_child_weight": 2.0,
-                  "lambda": 1.0, "subsample": 1.0, "nthread": 1, "verbosity": 0, "seed": 0}
-        self._correction = xgb.train(params, xgb.DMatrix(X, label=resid), _CORRECTION_ROUNDS)
+        if len(ok) >= self.config.min_train:
+            self._correction.fit(ok, self.target)
 
     def predict_with_uncertainty(self, schedules: Sequence[Schedule]) -> tuple[np.ndarray, np.ndarray]:
         """What the search believes now: ``(latency_s, std_log)`` of ``schedules`` of this workload
         (the ranker, times the session correction once there is one)."""
         cands = [Candidate(self.workload, s) for s in schedules]
-        if self._correction is None:
-            mean, std = self.ranker.predict_with_uncertainty(cands, self.target)
-            return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
-        X = self._extractor.extract(cands, self.target)
-        mean, std = self._pretrained_prediction(cands, X)
-        return mean * np.exp(self._correction.inplace_predict(X).astype(np.float64)), std
-
-    def _pretrained_prediction(self, cands: list[Candidate], X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pretrained model's ``(latency_s, std_log)``; from the rows ``X`` already extracted
-        for the correction when the model reads the same features (one extraction, not two)."""
-        if self._shares_features:
-            mean, std = self.model.predict_features_with_uncertainty(X)
-        else:
-            mean, std = self.model.predict_with_uncertainty(cands, self.target)
+        if self._correction is not None and self._correction.fitted:
+            return self._correction.predict_with_uncertainty(cands, self.target)
+        mean, std = self.ranker.predict_with_uncertainty(cands, self.target)
         return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 
     def _score_into(self, pool: _Pool, genomes: list[Genome]) -> None:

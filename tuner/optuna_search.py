@@ -31,10 +31,10 @@ rank-based, so the penalty only has to be worse than every real result.  An ask 
 observed schedule is told that schedule's known value (what it would measure); one that repeats a
 schedule still in flight, or one seen without a result, is told ``FAIL`` (nothing to learn).
 After ``max_retries`` misses in a row the last ask is repaired by re-drawing its knobs one at a
-time until it is legal and unseen (a local move, like ``LatinHypercube``'s repair), failing that
-by an unseen draw from the space; the repaired schedule is enqueued so it is still a trial the
-sampler hears back about.  Spaces small enough to enumerate are enumerated once, so exhaustion is
-exact: ``propose`` returns fewer schedules, then none.
+time until it is legal and unseen (:meth:`Space.repair`, a local move), failing that by an unseen
+draw from the space; the repaired schedule is enqueued so it is still a trial the
+sampler hears back about.  Spaces small enough to enumerate (:meth:`Space.legal_points`) are
+enumerated once, so exhaustion is exact: ``propose`` returns fewer schedules, then none.
 
 Failures and penalties.  A failed measurement (status != ok) is told the worst objective value
 observed so far plus a margin (``log(4)`` on log latency, ``log10(4)`` on log error), so the
@@ -68,7 +68,7 @@ import importlib.util
 import json
 import math
 import warnings
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -78,12 +78,10 @@ from optuna.trial import TrialState, create_trial
 from tilewise.core.schedule import Schedule
 from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import SearchStrategy, register_strategy
+from tilewise.tuner.pareto import UNKNOWN_REL_ERROR, pareto_front
 from tilewise.tuner.space import Space
 
-MAX_ENUMERATED = 20_000          # spaces with at most this many raw combinations are enumerated once
-UNKNOWN_REL_ERROR = 1.0          # an ok measurement without rel_error counts as 100% wrong
 _NO_RESULT_LATENCY_S = 3600.0    # the latency penalty before any result is in
-_REPAIR_STEPS = 50
 _SAMPLE_DRAWS = 200
 
 
@@ -100,10 +98,6 @@ def _quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _key(v: Any) -> tuple:
     """A lookup key that tells ``True`` from ``1`` (equal and equally hashed in Python)."""
     return (type(v), tuple(_key(x) for x in v) if isinstance(v, tuple) else v)
@@ -113,16 +107,13 @@ class _Knob:
     """One knob as optuna parameters: ordered indices for numbers and products of numbers,
     else a category over the value's position."""
 
-    def __init__(self, name: str, values: list):
+    def __init__(self, space: Space, name: str):
         self.name = name
-        self.values = values
-        self.is_tuple = False
-        self.levels: list[list] | None = None        # sorted distinct values per component
-        if all(_is_number(v) for v in values):
-            self.levels = [sorted(set(values))]
-        elif self._is_product(values):
-            self.is_tuple = True
-            self.levels = [sorted({v[j] for v in values}) for j in range(len(values[0]))]
+        self.values = values = space.knobs[name]
+        kind = space.knob_kind(name)
+        self.is_tuple = kind == "product"
+        # sorted distinct values per component; None for a categorical knob
+        self.levels: list[list] | None = None if kind == "category" else space.knob_levels(name)
         self.distributions: dict[str, BaseDistribution] = {}
         if self.levels is None:
             self._position = {_key(v): i for i, v in enumerate(values)}
@@ -133,14 +124,6 @@ class _Knob:
             for j, lv in enumerate(self.levels):
                 if len(lv) > 1:
                     self.distributions[self._param(j)] = IntDistribution(0, len(lv) - 1)
-
-    @staticmethod
-    def _is_product(values: list) -> bool:
-        if not all(isinstance(v, tuple) and v and len(v) == len(values[0]) for v in values):
-            return False
-        if not all(_is_number(x) for v in values for x in v):
-            return False
-        return len(set(values)) == math.prod(len({v[j] for v in values}) for j in range(len(values[0])))
 
     def _param(self, j: int) -> str:
         return f"{self.name}[{j}]" if self.is_tuple else self.name
@@ -173,7 +156,7 @@ class KnobEncoding:
 
     def __init__(self, space: Space):
         self.space = space
-        self.knobs = [_Knob(name, values) for name, values in space.knobs.items()]
+        self.knobs = [_Knob(space, name) for name in space.knobs]
         self.distributions: dict[str, BaseDistribution] = {}
         for k in self.knobs:
             self.distributions.update(k.distributions)
@@ -193,24 +176,6 @@ class KnobEncoding:
                 return None
             params.update(part)
         return params
-
-
-def pareto_front(pairs: Iterable[tuple[Schedule, Measurement]]) -> list[tuple[Schedule, Measurement]]:
-    """The ok results no other ok result dominates on (median latency, relative error), sorted by
-    latency.  Equal results are all kept; a missing ``rel_error`` counts as ``UNKNOWN_REL_ERROR``."""
-    def objectives(m: Measurement) -> tuple[float, float]:
-        return m.median_s, m.rel_error if m.rel_error is not None else UNKNOWN_REL_ERROR
-
-    ok = sorted(((s, m) for s, m in pairs if m is not None and m.ok and math.isfinite(m.median_s)),
-                key=lambda p: objectives(p[1]))
-    front: list[tuple[Schedule, Measurement]] = []
-    best_error, last = math.inf, None
-    for s, m in ok:                 # by latency, then error: kept iff it lowers the best error yet
-        lat, err = objectives(m)
-        if err < best_error or (lat, err) == last:
-            front.append((s, m))
-            best_error, last = err, (lat, err)
-    return front
 
 
 class _OptunaStrategy(SearchStrategy):
@@ -243,9 +208,7 @@ class _OptunaStrategy(SearchStrategy):
         self._worst: list[float] | None = None
         self._early_trials: list = []                   # trials added before the study exists
         self.study: optuna.Study | None = None
-        self._legal: list[Schedule] | None = None      # every legal schedule, for small spaces
-        if space.raw_size <= MAX_ENUMERATED:
-            self._legal = list(space)
+        self._legal = space.legal_points()             # every legal schedule, for small spaces
         self._legal_set = set(self._legal or ())
         self._unseen_legal = len(self._legal_set)
 
@@ -376,7 +339,7 @@ class _OptunaStrategy(SearchStrategy):
                 self.study.tell(trial, state=TrialState.FAIL)
             else:
                 return self._take(s, trial)
-        s = self._repair(values) or self._unseen_draw()
+        s = self.space.repair(values, self.rng, accept=lambda s: s not in self.seen) or self._unseen_draw()
         if s is None:
             return None
         self.study.enqueue_trial(self.encoding.encode(s))
@@ -386,20 +349,6 @@ class _OptunaStrategy(SearchStrategy):
         self._mark_seen(s)
         self._pending[s] = trial
         return s
-
-    def _repair(self, values: dict | None) -> Schedule | None:
-        """Re-draw knobs of ``values`` one at a time until it is legal and unseen."""
-        if values is None:
-            return None
-        names = list(self.space.knobs)
-        for _ in range(_REPAIR_STEPS):
-            k = names[int(self.rng.integers(len(names)))]
-            opts = self.space.knobs[k]
-            values = {**values, k: opts[int(self.rng.integers(len(opts)))]}
-            s = Schedule(values)
-            if s not in self.seen and self.space.is_legal(values):
-                return s
-        return None
 
     def _unseen_draw(self) -> Schedule | None:
         if self._legal is not None:

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from tilewise.core.target import Target
 
 Constraint = Callable[[Mapping[str, Any]], bool]
+#: spaces with at most this many raw combinations are small enough to enumerate (``legal_points``)
+MAX_ENUMERATED = 20_000
+#: knob re-draws ``Space.repair`` tries before it gives up
+REPAIR_STEPS = 50
 
 
 @dataclass
@@ -59,6 +63,60 @@ class Space:
             values = dict(zip(names, combo))
             if self.constraint(values):
                 yield Schedule(values)
+
+    def legal_points(self) -> list[Schedule] | None:
+        """Every legal schedule, in iteration order, when the space is small enough to enumerate
+        (``raw_size <= MAX_ENUMERATED``: then a strategy knows exactly when it is exhausted); None
+        for a larger space, which is only ever sampled."""
+        return list(self) if self.raw_size <= MAX_ENUMERATED else None
+
+    def repair(self, values: Mapping[str, Any], rng: np.random.Generator,
+               accept: Callable[[Schedule], bool] = lambda s: True, steps: int = REPAIR_STEPS) -> Schedule | None:
+        """``values`` made legal by a local move: ``values`` itself when it is legal and ``accept``-ed,
+        else its knobs re-drawn one at a time (a uniform knob, then a uniform value of it; up to
+        ``steps`` draws) until the schedule is legal and ``accept``-ed.  None if no draw was."""
+        s = Schedule(values)
+        if self.is_legal(values) and accept(s):
+            return s
+        names = list(self.knobs)
+        for _ in range(steps):
+            k = names[int(rng.integers(len(names)))]
+            opts = self.knobs[k]
+            values = {**values, k: opts[int(rng.integers(len(opts)))]}
+            if self.is_legal(values):
+                s = Schedule(values)
+                if accept(s):
+                    return s
+        return None
+
+    def knob_kind(self, name: str) -> str:
+        """How a knob's values are structured, for strategies that move along them:
+
+        - ``"number"``: every value an int or float (not a bool): ``unroll``, ``threads``;
+        - ``"product"``: equal-length tuples of numbers forming the full product of their components'
+          values: ``tile=(mc, nc, kc)``, ``reg_tile=(mr, nr)`` -- each component a size with an order;
+        - ``"category"``: anything else (bools, strings, permutations such as ``interchange``)."""
+        values = self.knobs[name]
+        if all(_is_number(v) for v in values):
+            return "number"
+        width = len(values[0]) if isinstance(values[0], tuple) else 0
+        if width and all(isinstance(v, tuple) and len(v) == width and all(_is_number(x) for x in v)
+                         for v in values):
+            if len(set(values)) == math.prod(len(c) for c in self.knob_levels(name)):
+                return "product"
+        return "category"
+
+    def knob_levels(self, name: str) -> list[list]:
+        """The sorted distinct values of a ``"number"`` knob (one list), or of each component of a
+        tuple knob (one list per component; meaningful for a ``"product"`` knob)."""
+        values = self.knobs[name]
+        if not isinstance(values[0], tuple):
+            return [sorted(set(values))]
+        return [sorted({v[j] for v in values}) for j in range(len(values[0]))]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)

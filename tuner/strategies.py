@@ -64,7 +64,7 @@ class LatinHypercube(SearchStrategy):
     """Latin-hypercube draws over the knobs: in every block of ``n`` proposals each knob's values
     appear equally often (up to rounding), so a small dataset still covers every value of every
     knob.  A combination the space's constraint rejects is repaired by re-drawing its knobs one at
-    a time; failing that, by a uniform legal draw."""
+    a time (:meth:`Space.repair`); failing that, by a uniform legal draw."""
 
     def __init__(self, space: Space, seed: int = 0, block: int = 64, **context):
         self.space = space
@@ -82,25 +82,13 @@ class LatinHypercube(SearchStrategy):
             columns[name] = [values[i] for i in self.rng.permutation(idx)]
         self._queue = [{k: columns[k][i] for k in columns} for i in range(n)]
 
-    def _repair(self, values: dict) -> Schedule:
-        if self.space.constraint(values):
-            return Schedule(values)
-        names = list(values)
-        for _ in range(50):
-            k = names[int(self.rng.integers(len(names)))]
-            opts = self.space.knobs[k]
-            values = dict(values, **{k: opts[int(self.rng.integers(len(opts)))]})
-            if self.space.constraint(values):
-                return Schedule(values)
-        return self.space.sample(self.rng)
-
     def propose(self, n: int) -> list[Schedule]:
         out: list[Schedule] = []
         misses = 0
         while len(out) < n and misses < 100 * max(n, 1):
             if not self._queue:
                 self._fill()
-            s = self._repair(self._queue.pop())
+            s = self.space.repair(self._queue.pop(), self.rng) or self.space.sample(self.rng)
             if s in self.seen:
                 misses += 1
                 continue
@@ -110,7 +98,3 @@ class LatinHypercube(SearchStrategy):
 
     def observe(self, schedules: Sequence[Schedule], measurements: Sequence[Measurement]) -> None:
         self.seen.update(schedules)
-
-
-from tilewise.tuner import model_search  # noqa: E402,F401  (registers model)
-from tilewise.tuner import optuna_search  # noqa: E402,F401  (registers optuna, nsga2)

@@ -286,7 +286,7 @@ def finish_result(result: TuneResult, config: TuneConfig, strategy: SearchStrate
     """Fill in what every tune reports besides the A/B: prior, strategy, Pareto front, store, time."""
     result.prior, result.searched, result.strategy = prior, searched, getattr(strategy, "name", "")
     if config.multi_objective:
-        from tilewise.tuner.optuna_search import pareto_front
+        from tilewise.tuner.pareto import pareto_front
         front = pareto_front((t.schedule, t.measurement) for t in [*trials, *prior])
         result.pareto = [Trial(s, m) for s, m in front]
     result.store = getattr(store, "path", None) or (str(store) if store is not None else None)

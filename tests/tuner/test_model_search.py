@@ -25,8 +25,8 @@ from tilewise.core.workload import Workload
 from tilewise.core.candidate import Candidate
 from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import create
-from tilewise.tuner.model_search import (ModelGuidedSearch, embedded_model_fits, embedded_training_targets,
-                                         features_transfer)
+from tilewise.costmodel.selection import embedded_model_fits, embedded_training_targets
+from tilewise.tuner.model_search import ModelGuidedSearch, ModelSearchConfig
 from tilewise.tuner.space import SpaceOptions, space_for
 
 MATMUL = Workload.parse("matmul:256x256x512:f32")
@@ -84,6 +84,16 @@ def test_needs_the_workload_and_the_target(space, target):
         create("model", space, seed=0, workload=MATMUL)
     with pytest.raises(ValueError, match="eps_greedy"):
         create("model", space, workload=MATMUL, target=target, model=create_model("roofline"), eps_greedy=2)
+
+
+def test_options_build_the_config_once(space, target):
+    roofline = create_model("roofline")
+    strategy = create("model", space, workload=MATMUL, target=target, model=roofline, failure_penalty=3.0, **FAST)
+    assert strategy.config == ModelSearchConfig(population=96, generations=2, failure_penalty=3.0)
+    given = ModelSearchConfig(population=64, min_distance=1)
+    assert create("model", space, workload=MATMUL, target=target, model=roofline, config=given).config is given
+    on_top = create("model", space, workload=MATMUL, target=target, model=roofline, config=given, generations=1)
+    assert on_top.config == dataclasses.replace(given, generations=1)
 
 
 def test_legal_and_never_repeated_after_warm_start_and_failures(space, target):
@@ -222,29 +232,11 @@ def test_model_from_a_file_and_a_file_with_other_features_is_refused(space, targ
         create("model", space, workload=MATMUL, target=target, model=3)
 
 
-def test_embedded_model_fit_decision(target):
-    trained = embedded_training_targets()
-    assert trained, "the embedded dataset records the target the embedded model was trained on"
-    home = trained[0]
-    assert embedded_model_fits(home)[0]
-    assert embedded_model_fits(target)[0] == features_transfer(home, target)[0]
-    # same kind of machine, another exact key (cores, caches, name, versions): fits
-    sibling = dataclasses.replace(home, name="Some other " + home.name, cores=home.cores * 4,
-                                  cache_bytes=(("L1d", 32768), ("L2", 524288)), versions=(("tilewise", "9"),))
-    assert sibling.key() != home.key()
-    assert embedded_model_fits(sibling) == (True, features_transfer(home, sibling)[1])
-    foreign = dataclasses.replace(home, name="Neoverse", arch="aarch64", isa=(), simd_bits=128)
-    fits, reason = embedded_model_fits(foreign)
-    assert not fits and "arch x86_64 vs aarch64" in reason and "SIMD width" in reason
-    narrower = dataclasses.replace(home, isa=("avx", "avx2", "fma", "sse4_2"), simd_bits=256)
-    assert not embedded_model_fits(narrower)[0]
-
-
 def test_a_foreign_target_starts_from_the_roofline(target):
     home = embedded_training_targets()[0]
     foreign = dataclasses.replace(home, name="Other CPU", isa=("avx", "avx2", "fma", "sse4_2"), simd_bits=256)
     sp = space_for(MATMUL, foreign, SpaceOptions(2, ()))
-    strategy = ModelGuidedSearch(sp, seed=0, workload=MATMUL, target=foreign, **FAST)
+    strategy = ModelGuidedSearch(sp, seed=0, workload=MATMUL, target=foreign, config=ModelSearchConfig(**FAST))
     assert strategy.model_source == (f"roofline→xgb (embedded model trained on {home.name} (x86_64, avx512, "
                                      f"512-bit SIMD), this is Other CPU (x86_64, avx2+fma, 256-bit SIMD))")
     assert strategy.ranker.name == "roofline" and not strategy.model.fitted

@@ -11,7 +11,8 @@ from tilewise.ir import Workload
 from tilewise.core.schedule import Schedule
 from tilewise.core.measurement import Measurement
 from tilewise.tuner.base import available, create
-from tilewise.tuner.optuna_search import KnobEncoding, pareto_front
+from tilewise.tuner.optuna_search import KnobEncoding
+from tilewise.tuner.pareto import pareto_front
 from tilewise.tuner.space import Space, SpaceOptions, space_for
 
 STRATEGIES = [("optuna", {}), ("optuna", {"sampler": "cmaes"}), ("nsga2", {})]
