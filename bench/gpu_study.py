@@ -168,7 +168,7 @@ def tuning_stage(plan, target, runner, store, model, deadline: float, log) -> li
     from tilewise.core.workload import Workload
     from tilewise.core.candidate import Candidate
     from tilewise.profiling.runner import ReplayRunner
-    from tilewise.tuner.gpu_tune import gpu_strategy
+    from tilewise.tuner.targets import make_strategy
     from tilewise.tuner.tune import TuneConfig, _search
     rows = []
     for text in plan.heldout_shapes:
@@ -201,7 +201,7 @@ def tuning_stage(plan, target, runner, store, model, deadline: float, log) -> li
         best_s = min(ok.values())
         budget = max(1, math.ceil(plan.tune_fraction * len(legal)))
         replay = ReplayRunner([(Candidate(w, s), m) for s, m in exhaustive.items()])
-        strategy = gpu_strategy("model", space, w, target, seed=0, model=_fresh_copy(model))
+        strategy = make_strategy("model", space, w, target, seed=0, model=_fresh_copy(model))
         trials = _search(w, target, TuneConfig(trials=budget, batch_size=max(1, budget // 4)),
                          strategy, replay, None, None)
         found = min((t.measurement.median_s for t in trials if t.measurement.ok), default=math.inf)

@@ -17,7 +17,7 @@ GPU_FEATURES = "gpu_analytic"
 
 
 def cuda_records(db: str) -> list:
-    return [r for r in load_records(db) if r.target.kind == "cuda"]
+    return [r for r in load_records(db) if r.target.kind == "cuda"]     # the records of one kind: the right test
 
 
 def train_cuda_command(db: str, model: str = "xgb", out: str | None = None, features: str = GPU_FEATURES,

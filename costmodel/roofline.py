@@ -42,6 +42,7 @@ from tilewise.core.schedule import Schedule
 from tilewise.core.workload import Workload
 from tilewise.core.candidate import Candidate
 from tilewise.core.target import Target
+from tilewise.features.base import ROOFLINE_BOUNDS
 
 #: op -> the loop dims its ``reg_tile`` [rows, width] tiles
 _REG_TILE_DIMS = {"matmul": ("m", "n"), "batch_matmul": ("m", "n"), "conv2d_nhwc": ("ow", "f")}
@@ -104,9 +105,9 @@ class RooflineModel(CostModel):
         return self
 
     def predict(self, candidates: Sequence[Candidate], target: Target) -> np.ndarray:
-        if target.kind == "cuda":       # Triton GEMMs on a GPU: the gpu_analytic bound
-            from tilewise.features.gpu_analytic import gpu_roofline_s
-            return gpu_roofline_s(candidates, target)
+        kind_bound = ROOFLINE_BOUNDS.find(target.kind)      # Triton GEMMs on a GPU: gpu_analytic's
+        if kind_bound is not None:
+            return kind_bound(candidates, target)
         c = self.config
         caches = target.caches
         l2, l3 = caches.get("L2", 1 << 20), caches.get("L3", 0)

@@ -23,6 +23,9 @@ from tilewise.core.registry import Registry
 
 EXTRACTORS = Registry("feature extractor", "tilewise.features.extractors")
 register_extractor = EXTRACTORS.register
+#: a target kind's own roofline bound, ``fn(candidates, target) -> seconds``, registered by the
+#: module that models that kind (``cuda``: gpu_analytic); a kind without one has the CPU roofline
+ROOFLINE_BOUNDS = Registry("roofline bound", {"cuda": "tilewise.features.gpu_analytic"}, name_attr=None)
 
 
 class FeatureExtractor(ABC):

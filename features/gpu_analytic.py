@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tilewise.features.base import FeatureExtractor, register_extractor
+from tilewise.features.base import ROOFLINE_BOUNDS, FeatureExtractor, register_extractor
 from tilewise.ir.triton_gemm import ELEMENT_BYTES
 from tilewise.ir.triton_gemm import PRECISIONS as _GEMM_PRECISIONS
 from tilewise.core.candidate import Candidate
@@ -138,6 +138,7 @@ def candidate_row(c: Candidate, target: Target) -> list[float]:
             + [_log10(peak_flops(target, prec)), _log10(bw), _log10(compute_s), _log10(memory_s), _log10(roof)])
 
 
+@ROOFLINE_BOUNDS.register("cuda")
 def gpu_roofline_s(candidates: Sequence[Candidate], target: Target) -> np.ndarray:
     """The ``log10_roofline_s`` column in seconds: the analytic baseline on a cuda target."""
     col = _NAMES.index("log10_roofline_s")

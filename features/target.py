@@ -17,6 +17,8 @@ from tilewise.core.candidate import Candidate
 from tilewise.core.target import Target
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+#: the one-hot columns, a fixed list (not the tuner's registered kinds, which features cannot
+#: import): a trained model's columns must not move when a kind is registered
 KINDS = ("cpu", "cuda")
 CACHES = ("L1d", "L2", "L3")
 

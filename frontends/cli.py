@@ -96,18 +96,25 @@ def _torch_sees_gpu() -> bool:
 
 
 def _target_kind(kind: str) -> str:
-    if kind not in ("cpu", "cuda"):
-        fail(f"--target {kind!r}: use cpu or cuda")
+    from tilewise.tuner.targets import TARGET_KINDS
+    if TARGET_KINDS.find(kind) is None:
+        fail(f"--target {kind!r}: use {' or '.join(TARGET_KINDS.names())}")
     return kind
 
 
-def _cuda_target():
-    """The GPU torch sees (peaks measured once and cached), or one error line and exit 2."""
-    from tilewise.profiling.cuda_target import CudaUnavailable, detect_cuda_target
+def _detect(kind: str):
+    """The target of ``kind`` this process runs on (a GPU's peaks measured once and cached), or
+    one error line and exit 2."""
+    from tilewise.profiling.cuda_target import CudaUnavailable
+    from tilewise.tuner.targets import TARGET_KINDS
     try:
-        return detect_cuda_target()
+        return TARGET_KINDS.get(kind).detect()
     except CudaUnavailable as e:
         fail(str(e))
+
+
+def _cuda_target():
+    return _detect("cuda")
 
 
 def _open_db(db: Optional[str], no_db: bool = False):
@@ -193,7 +200,6 @@ def tune(
 
       tilewise tune matmul:256x256x256:f32 --objectives latency,error --trials 32
     """
-    from tilewise.core.target import detect
     from tilewise.tuner.base import available
     from tilewise.tuner.tune import TuneConfig
     from tilewise.tuner.tune import tune as run_tune
@@ -206,11 +212,7 @@ def tune(
         fail(f"unknown strategy {strategy!r}: use one of {', '.join(available())}")
     if max_rel_error is not None and not max_rel_error > 0:
         fail("--max-rel-error must be a positive number")
-    if _target_kind(target_kind) == "cuda":
-        from tilewise.tuner.gpu_tune import tune_gpu as run_tune  # noqa: F811  (Triton on the GPU)
-        target = _cuda_target()
-    else:
-        target = detect()
+    target = _detect(_target_kind(target_kind))
     if target.kind == "cpu" and threads > target.cores:
         fail(f"--threads {threads} exceeds the {target.cores} cores this process may use")
     if cluster is not None and target.kind != "cpu":
@@ -221,7 +223,7 @@ def tune(
     results = []
     runner = None
     from tilewise.profiling.ray_runner import ClusterError
-    from tilewise.tuner.tune import runner_config
+    from tilewise.tuner.targets import runner_config
     try:
         for w in wls:
             config = TuneConfig(trials=trials, strategy=strategy, max_threads=threads,

@@ -19,17 +19,38 @@ Contract of ``Runner.run(candidates) -> list[Measurement]``:
   (one batch at a time); to measure concurrently use one runner per device;
 - the timing protocol and the limits are the runner's :class:`RunnerConfig`, not the caller's.
 
+The final re-timing is the runner's too (single timings on a busy machine are off by +-25% back to
+back, so a tuner ranks its finalists in one interleaved window):
+
+- ``time_ab(workload, schedules, rounds=, runs_per_round=, threads=) -> ABTimings``: every named
+  schedule (``{"default": s0, "candidate1": s1, ...}``) and the library reference, timed
+  round-robin: each round times every schedule, then the reference, ``runs_per_round`` runs each
+  (where the runner's device decides how many runs a timing takes, it does).  Each schedule is
+  checked against the reference result before it is timed, with its own output buffers.  One
+  :class:`Measurement` per name, ok with every run of every round and the checked error, or the
+  failure (never raises because of a schedule; a crash takes the re-timing's process down, not
+  the caller's);
+- ``reference(workload, threads=1) -> Measurement``: the library baseline's timings alone (numpy or
+  OpenBLAS on a CPU, ``torch.matmul`` on CUDA).
+
+The default ``time_ab`` is that round-robin over ``run`` batches and ``reference`` (the device's
+own timing per call); the default ``reference`` is ``invalid`` (a runner with no library).
+
 Implementations register by name: ``create("local", config)``, ``create("replay", records)``.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from tilewise.core.candidate import Candidate
-from tilewise.core.measurement import Measurement
+from tilewise.core.measurement import Measurement, pool_measurements
 from tilewise.core.registry import Registry
+
+if TYPE_CHECKING:
+    from tilewise.core.schedule import Schedule
+    from tilewise.core.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,19 @@ class RunnerConfig:
             raise ValueError("fresh_inputs_every and pause_builds_min_threads must be >= 1")
 
 
+#: the reference's entry while the default ``time_ab`` pools the rounds
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class ABTimings:
+    """What ``time_ab`` measured: one measurement per schedule name, the reference's, and the
+    reference's name (``numpy``, ``torch``, ``torch.matmul``; empty where none answered)."""
+    measurements: Mapping[str, Measurement]
+    reference: Measurement
+    reference_name: str = ""
+
+
 class Runner(ABC):
     """Measures candidates; see the module docstring for the contract."""
 
@@ -94,6 +128,31 @@ class Runner(ABC):
     @abstractmethod
     def run(self, candidates: Sequence[Candidate]) -> list[Measurement]:
         """One measurement per candidate, same order; never raises for a bad candidate."""
+
+    def time_ab(self, workload: "Workload", schedules: Mapping[str, "Schedule"], *, rounds: int,
+                runs_per_round: int, threads: int = 1) -> ABTimings:
+        """The schedules and the reference re-timed round-robin (module docstring); here over
+        ``run`` batches, at least one round."""
+        ok: dict[str, list[Measurement]] = {k: [] for k in [*schedules, REFERENCE]}
+        failed: dict[str, Measurement] = {}
+        for _ in range(max(1, rounds)):
+            got = self.run([Candidate(workload, s) for s in schedules.values()])
+            for name, m in [*zip(schedules, got), (REFERENCE, self.reference(workload, threads=threads))]:
+                if m.ok:
+                    ok[name].append(m)
+                else:
+                    failed.setdefault(name, m)
+        out = {k: pool_measurements(ms) if ms else failed[k] for k, ms in ok.items()}
+        reference = out.pop(REFERENCE)
+        return ABTimings(out, reference, self.reference_name(workload) if reference.ok else "")
+
+    def reference(self, workload: "Workload", threads: int = 1) -> Measurement:
+        """The library baseline's timings of ``workload`` (module docstring)."""
+        return Measurement("invalid", f"the {self.name or type(self).__name__} runner has no library reference")
+
+    def reference_name(self, workload: "Workload") -> str:
+        """What :meth:`reference` times, for the default ``time_ab``."""
+        return ""
 
     def close(self) -> None:
         """Release processes and files; idempotent."""

@@ -31,7 +31,6 @@ import signal
 import time
 from typing import Callable
 
-from tilewise.ir.compiler import compile_to_shared_library
 from tilewise.ir.ops.base import ScheduleError
 from tilewise.core.candidate import Candidate
 from tilewise.profiling.procs import exit_reason, exit_with_parent, limit_memory, lower_to_idle_priority, pin
@@ -41,6 +40,7 @@ Builder = Callable[[Candidate, str], None]
 
 def build_shared_library(candidate: Candidate, library_path: str) -> None:
     """The default builder: the ir pipeline, linked into a shared library."""
+    from tilewise.ir.compiler import compile_to_shared_library
     compile_to_shared_library(candidate.workload, candidate.schedule, library_path)
 
 
@@ -76,6 +76,7 @@ def _serve(conn, builder: Builder, cores, sched_idle: bool, memory_limit_bytes) 
     if sched_idle:
         lower_to_idle_priority()
     limit_memory(memory_limit_bytes)
+    import tilewise.ir.compiler  # noqa: F401  (before "ready": no build's deadline or time pays for it)
     conn.send_bytes(json.dumps({"ready": True, "pid": os.getpid()}).encode())
     while True:
         try:

@@ -255,12 +255,18 @@ class GpuRunner(Runner):
         return {"op": op, "workload": c.workload.to_json(), "schedule": c.schedule.to_json(),
                 "config": asdict(self.config)}
 
-    def reference(self, w: Workload, precision: str | None = None, epilogue: str = "none") -> Measurement:
-        """:func:`measure_torch` in the timing worker: torch.matmul of ``w`` in ``precision``."""
+    def reference(self, w: Workload, precision: str | None = None, epilogue: str = "none",
+                  threads: int = 1) -> Measurement:
+        """:func:`measure_torch` in the timing worker: torch.matmul of ``w`` in ``precision``
+        (``threads``: the contract's, a GPU has no use for it).  ``time_ab`` is the contract's
+        default: every round the named schedules as one ``run`` batch, then this."""
         if self._closed:
             raise RuntimeError("GpuRunner is closed")
         return self._ask({"op": "reference", "workload": w.to_json(), "config": asdict(self.config),
                           "precision": precision or w.dtype, "epilogue": epilogue})
+
+    def reference_name(self, w: Workload) -> str:
+        return "torch.matmul"
 
     def precompile(self, candidates: Sequence[Candidate]) -> int:
         """Compile ``candidates`` on the compile workers; returns how many compiled."""

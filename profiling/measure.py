@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from tilewise.ir.compiler import CompileError, Kernel, compile
 from tilewise.ir.ops.base import ScheduleError
 from tilewise.ir.dtypes import DTYPES, from_storage, round_to, to_storage
 from tilewise.core.measurement import Measurement
 from tilewise.core.schedule import Schedule
 from tilewise.core.workload import Workload
+
+if TYPE_CHECKING:
+    from tilewise.ir.compiler import Kernel
 
 
 @dataclass
@@ -130,6 +132,7 @@ def error_bound(w: Workload, max_rel_error: float | None) -> float:
 def measure(w: Workload, s: Schedule, *, max_rel_error: float | None = None, repeats: int = 10,
             min_time_s: float = 0.2, seed: int = 0, problem: Problem | None = None) -> Measurement:
     """Compile ``s``, check it against the reference, time it.  Never raises for a bad schedule."""
+    from tilewise.ir.compiler import CompileError, compile     # the JIT, only where one compiles
     precision = s.get("precision", w.dtype)
     try:
         kernel = compile(w, s)

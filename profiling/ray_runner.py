@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from tilewise.core.candidate import Candidate
-from tilewise.profiling.base import Runner, RunnerConfig, register_runner
+from tilewise.profiling.base import ABTimings, Runner, RunnerConfig, register_runner
 from tilewise.core.measurement import Measurement
 from tilewise.core.target import Target
 
@@ -236,6 +236,13 @@ class RayRunner(Runner):
             if not candidates:
                 return []
             return _Batch(self, candidates).run()
+
+    def time_ab(self, workload, schedules, *, rounds: int, runs_per_round: int, threads: int = 1) -> ABTimings:
+        """The re-timing happens on this machine, not on the cluster (a window of interleaved runs
+        must be one machine's): a :class:`~tilewise.profiling.runner.LocalRunner` of this config."""
+        from tilewise.profiling.runner import LocalRunner
+        with LocalRunner(self.config) as local:
+            return local.time_ab(workload, schedules, rounds=rounds, runs_per_round=runs_per_round, threads=threads)
 
     def close(self) -> None:
         with self._lock:

@@ -61,7 +61,11 @@ from collections import deque
 from typing import Iterable, Mapping, Sequence
 
 from tilewise.core.candidate import Candidate
-from tilewise.profiling.base import Runner, RunnerConfig, register_runner
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.profiling.ab import time_ab_in_child
+from tilewise.profiling.base import ABTimings, Runner, RunnerConfig, register_runner
+from tilewise.profiling.baseline import BaselineProcess
 from tilewise.profiling.build import Builder, BuildWorker, build_shared_library
 from tilewise.core.measurement import Measurement
 from tilewise.profiling.measure import error_bound
@@ -123,6 +127,28 @@ class LocalRunner(Runner):
                 self._workers.append(self._new_worker())
             return _Batch(self, candidates).run()
 
+    def time_ab(self, workload: Workload, schedules: Mapping[str, Schedule], *, rounds: int,
+                runs_per_round: int, threads: int = 1) -> ABTimings:
+        """The re-timing of the contract in a child process of its own (:mod:`tilewise.profiling.ab`:
+        JIT-compiled there, checked, own output buffers, round-robin with the library baseline),
+        on the first ``threads`` timing cores with its BLAS capped at ``threads``."""
+        request = {"workload": workload.to_json(), "schedules": {k: s.to_json() for k, s in schedules.items()},
+                   "rounds": rounds, "runs_per_round": runs_per_round, "threads": threads,
+                   "seed": self.config.seed, "cores": self._cores(threads)}
+        timeout_s = (len(schedules) + 1) * self.config.run_timeout_s + len(schedules) * self.config.build_timeout_s
+        with self._lock:
+            if not self._finalizer.alive:
+                raise RuntimeError("this runner is closed")
+            return time_ab_in_child(request, timeout_s)
+
+    def reference(self, workload: Workload, threads: int = 1) -> Measurement:
+        """The library baseline (:class:`~tilewise.profiling.baseline.BaselineProcess`), ``repeats`` runs."""
+        try:
+            with BaselineProcess(str(workload), threads, self.config.seed) as baseline:
+                return Measurement("ok", "", tuple(baseline.time(self.config.repeats)))
+        except RuntimeError as e:
+            return Measurement("runtime_error", str(e))
+
     def close(self) -> None:
         with self._lock:
             self._finalizer()
@@ -142,7 +168,7 @@ class LocalRunner(Runner):
         seed = cfg.seed + self._n_timed // cfg.fresh_inputs_every
         self._n_timed += 1
         threads = c.threads
-        cores = self.timing_cores[:threads] if threads <= len(self.timing_cores) else self.timing_cores
+        cores = self._cores(threads)
         bound = error_bound(w, cfg.max_rel_error)
         pause = threads >= cfg.pause_builds_min_threads
         groups = [wk.process.pid for wk in self._workers if wk.state != "dead"] if pause else []
@@ -150,6 +176,9 @@ class LocalRunner(Runner):
                 "seed": seed, "cores": cores, "max_rel_error": bound, "repeats": cfg.repeats,
                 "min_time_s": cfg.min_time_s, "warmup": cfg.warmup, "max_repeats": cfg.max_repeats,
                 "pause_groups": groups}
+
+    def _cores(self, threads: int) -> list[int]:
+        return self.timing_cores[:threads] if threads <= len(self.timing_cores) else self.timing_cores
 
     def _kill_timer(self) -> str:
         """Kill the timing process; continue any build worker it had paused."""
@@ -295,12 +324,17 @@ class ReplayRunner(Runner):
     with ``workload``, ``schedule`` and ``measurement``, e.g. ``datasets.Record``) or of
     ``(Candidate, Measurement)`` pairs; a later entry for the same candidate wins.  Give it the
     records of one target.  A candidate with no record comes back ``invalid`` (never raises).
+    ``reference`` (named ``reference_name``) is what :meth:`reference` serves; ``time_ab`` is the
+    contract's default round-robin over ``run``, so a tuner's final A/B is served too (no JIT).
     The table is read-only after construction, so threads may share a runner; ``served`` and
     ``missed`` count the candidates answered with and without a record (approximate under
     concurrent calls).
     """
 
-    def __init__(self, records: Mapping[str, Measurement] | Iterable = ()):
+    def __init__(self, records: Mapping[str, Measurement] | Iterable = (), *,
+                 reference: Measurement | None = None, reference_name: str = "numpy"):
+        self._reference = reference or Measurement("invalid", "the replay runner was given no reference timing")
+        self._reference_name = reference_name
         if isinstance(records, Mapping):
             self._table = dict(records)
         else:
@@ -330,3 +364,9 @@ class ReplayRunner(Runner):
                 self.served += 1
             out.append(m)
         return out
+
+    def reference(self, workload: Workload, threads: int = 1) -> Measurement:
+        return self._reference
+
+    def reference_name(self, workload: Workload) -> str:
+        return self._reference_name

@@ -128,9 +128,9 @@ class SpaceOptions:
 
 
 SpaceBuilder = Callable[["Workload", "Target", SpaceOptions], Space]
-#: space builders by op name (``@register_space("matmul", "batch_matmul")``)
+#: space builders by op name (``@register_space("matmul", "batch_matmul")``): cpu targets'
 SPACES = Registry("search space", "tilewise.tuner.spaces", name_attr=None)
-#: spaces of GPU targets (``target.kind == "cuda"``): Triton kernels, other knobs
+#: spaces of GPU targets (the cuda target kind's): Triton kernels, other knobs
 GPU_SPACES = Registry("GPU search space", "tilewise.tuner.spaces", name_attr=None)
 
 register_space = SPACES.register
@@ -138,11 +138,13 @@ register_gpu_space = GPU_SPACES.register
 
 
 def space_for(w: "Workload", target: "Target", options: SpaceOptions | None = None) -> Space:
-    """The search space of ``w`` on ``target`` within ``options`` (a cuda target's own spaces)."""
-    gpu = getattr(target, "kind", "cpu") == "cuda"
-    builder = (GPU_SPACES if gpu else SPACES).find(w.op)
+    """The search space of ``w`` on ``target`` within ``options`` (from the spaces of the target's
+    kind: :mod:`tilewise.tuner.targets`)."""
+    from tilewise.tuner.targets import target_kind      # it reads this module's registries
+    spaces = target_kind(target).spaces
+    builder = spaces.find(w.op)
     if builder is None:
-        raise ValueError(f"no search space for op {w.op!r}" + (" on a cuda target" if gpu else ""))
+        raise ValueError(f"no {spaces.kind} for op {w.op!r}")
     return builder(w, target, options or SpaceOptions())
 
 

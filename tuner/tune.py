@@ -1,4 +1,6 @@
-"""The tuning loop: propose -> measure -> observe, then an A/B re-measurement of the finalists.
+"""The tuning loop: propose -> measure -> observe, then an A/B re-measurement of the finalists,
+one loop for every target kind (:mod:`tilewise.tuner.targets` supplies the kind's space, runner,
+default schedule and cost model: MLIR kernels on the CPU, Triton GEMMs on a cuda target).
 
 With a record store, ``tune`` is also the tuning database (MetaSchedule's Database, Inductor's
 autotune cache): every measured trial is appended after its batch, and what the store already
@@ -10,33 +12,31 @@ the strategy is warm-started with every prior record and never re-measures one.
 Single timings on this machine are off by +-25% back to back, so the winner is not the fastest
 single measurement: the top-k schedules are re-timed *interleaved* with the default schedule and
 the library baseline, round-robin, and ranked by their median over all rounds.  The speedup and
-the ratio to the baseline come from that same interleaved run.
+the ratio to the baseline come from that same interleaved run, which the runner times
+(``Runner.time_ab``: in a process of its own on the CPU, so a crashing finalist is data), so the
+loop is tested on a ``ReplayRunner`` without the JIT.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 from tilewise.datasets.base import RecordStore
 from tilewise.core.record import Record
 from tilewise.datasets.runs import RunTiming, TrialEntry, TuningRun
-from tilewise.ir.compiler import compile
 from tilewise.core.schedule import Schedule
 from tilewise.core.workload import Workload
 from tilewise.core.candidate import Candidate
-from tilewise.profiling.base import Runner, RunnerConfig
-from tilewise.profiling.baseline import BaselineProcess
+from tilewise.profiling.base import ABTimings, Runner
 from tilewise.core.measurement import Measurement
-from tilewise.profiling.measure import Problem, check, error_bound, make_problem, page_aligned_empty, time_runs
-from tilewise.profiling.runner import LocalRunner
 from tilewise.core.target import Target
-from tilewise.tuner.base import SearchStrategy, create
-from tilewise.tuner.space import SpaceOptions, space_for
+from tilewise.profiling.measure import error_bound
+from tilewise.tuner.base import SearchStrategy
+from tilewise.tuner.space import space_for
+from tilewise.tuner.targets import TargetKind, make_strategy, target_kind
 
 
 @dataclass(frozen=True)
@@ -179,45 +179,6 @@ class TuneResult:
         }
 
 
-@contextlib.contextmanager
-def pinned(n_cores: int) -> Iterator[None]:
-    """Run on the first ``n_cores`` cores this process may use (fewer migrations, less noise)."""
-    try:
-        before = os.sched_getaffinity(0)
-    except AttributeError:
-        yield
-        return
-    cores = sorted(before)[:max(1, n_cores)]
-    os.sched_setaffinity(0, cores)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-@contextlib.contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=n):
-        yield
-
-
-def _interleaved(runs: dict[str, Callable[[], object]], baseline: BaselineProcess, rounds: int,
-                 per_round: int) -> dict[str, list[float]]:
-    """Round-robin: every kernel, then the baseline (in its own process), ``rounds`` times."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    times["reference"] = []
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            times[name].extend(time_runs(fn, repeats=per_round, min_time_s=0.0, warmup=1))
-        times["reference"].extend(baseline.time(per_round))
-    return times
-
-
 def fits(workload: Workload, space, m: Measurement, max_rel_error: float | None, schedule: Schedule) -> bool:
     """Whether a stored result answers for this run: ok, legal in this run's space (thread cap,
     admitted precisions) and within its error budget."""
@@ -228,34 +189,33 @@ def fits(workload: Workload, space, m: Measurement, max_rel_error: float | None,
 
 def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), *,
          strategy: SearchStrategy | None = None, runner: Runner | None = None,
-         store: RecordStore | None = None,
-         on_trial: Callable[[Trial], None] | None = None) -> TuneResult:
+         store: RecordStore | None = None, on_trial: Callable[[Trial], None] | None = None,
+         model=None) -> TuneResult:
     """Tune ``workload`` on ``target``: ``config.trials`` schedules measured by ``runner`` (default:
-    a LocalRunner, so a crashing or hanging candidate is a failed trial, not a crash), then the
-    finalists A/B-timed in this process against the default schedule and the baseline.
+    the target kind's, a LocalRunner or a GpuRunner, so a crashing or hanging candidate is a failed
+    trial, not a crash), then the finalists re-timed by the runner (``Runner.time_ab``) against
+    the default schedule and the library reference.  ``model``: the ``model`` strategy's cost
+    model (default: the target kind's).
 
     ``store``: the tuning database (see the module docstring); trials are appended to it, each
     under the target that measured it: a cluster runner (``RayRunner(..., require_target=target)``,
-    ``tilewise tune --cluster``) measures on the cluster's nodes of this target and says which."""
+    ``tilewise tune --cluster``) measures on the cluster's nodes of this target and says which
+    (and re-times the finalists on this machine); the run log is appended after the A/B."""
     t_start = time.perf_counter()
+    kind = target_kind(target)
     config = config.with_error_budget(workload)
-    precisions = ()
-    if config.max_rel_error is not None:
-        precisions = tuple(p for p in workload.kind.precisions_for(workload))
-    space = space_for(workload, target, SpaceOptions(config.max_threads, precisions))
-    strategy = strategy or create(config.strategy, space, seed=config.seed, workload=workload, target=target,
-                                  **dict(config.strategy_options))
-    problems: dict[str, Problem] = {}
-
-    def problem(precision: str) -> Problem:
-        if precision not in problems:
-            problems[precision] = make_problem(workload, precision, seed=config.seed)
-        return problems[precision]
-
-    prior, searched, trials = search_with_database(workload, target, space, config, strategy, runner,
-                                                   store, on_trial)
-    with pinned(config.max_threads), blas_threads(config.max_threads):
-        result = _final_ab(workload, target, config, trials, prior, problem)
+    space = space_for(workload, target, kind.space_options(workload, config))
+    strategy = strategy or make_strategy(config.strategy, space, workload, target, config.seed, model,
+                                         config.strategy_options)
+    own_runner = runner is None
+    runner = runner or kind.runner(config)
+    try:
+        prior, searched, trials = search_with_database(workload, target, space, config, strategy, runner,
+                                                       store, on_trial)
+        result = final_ab(workload, target, config, trials, prior, runner)
+    finally:
+        if own_runner:
+            runner.close()
     finish_result(result, config, strategy, store, prior, searched, trials, t_start)
     if store is not None:
         store.append_run(run_log(result, time.time() - result.wall_time_s))
@@ -318,66 +278,53 @@ def run_log(result: TuneResult, started: float) -> TuningRun:
         reference=timing(result.reference, result.reference.name))
 
 
-def runner_config(config: TuneConfig) -> RunnerConfig:
-    """The runner settings of a tuning run (the default LocalRunner's, and each cluster node's)."""
-    return RunnerConfig(build_workers=1, repeats=config.repeats, min_time_s=config.min_time_s,
-                        max_rel_error=config.max_rel_error, seed=config.seed)
-
-
 def _search(workload, target, config, strategy, runner, store, on_trial) -> list[Trial]:
     from tilewise.tuner.collect import measure
     trials: list[Trial] = []
-    own_runner = runner is None
-    if own_runner:
-        runner = LocalRunner(runner_config(config))
-    try:
-        while len(trials) < config.trials:
-            batch = strategy.propose(min(config.batch_size, config.trials - len(trials)))
-            if not batch:
-                break
-            measured = measure(runner, [Candidate(workload, s) for s in batch], target)
-            results = [m for m, _ in measured]
-            if store is not None:     # under the target that measured each (a cluster node's)
-                store.append([Record(workload, t, s, m) for s, (m, t) in zip(batch, measured)])
-            for s, m in zip(batch, results):
-                trial = Trial(s, m)
-                trials.append(trial)
-                if on_trial:
-                    on_trial(trial)
-            strategy.observe(batch, results)
-    finally:
-        if own_runner:
-            runner.close()
+    while len(trials) < config.trials:
+        batch = strategy.propose(min(config.batch_size, config.trials - len(trials)))
+        if not batch:
+            break
+        measured = measure(runner, [Candidate(workload, s) for s in batch], target)
+        results = [m for m, _ in measured]
+        if store is not None:     # under the target that measured each (a cluster node's)
+            store.append([Record(workload, t, s, m) for s, (m, t) in zip(batch, measured)])
+        for s, m in zip(batch, results):
+            trial = Trial(s, m)
+            trials.append(trial)
+            if on_trial:
+                on_trial(trial)
+        strategy.observe(batch, results)
     return trials
 
 
-def _final_ab(workload, target, config, trials, prior, problem) -> TuneResult:
+def final_ab(workload: Workload, target: Target, config: TuneConfig, trials: list[Trial], prior: list[Trial],
+             runner: Runner) -> TuneResult:
+    """The finalists, the default schedule and the library reference, re-timed by ``runner``."""
+    kind = target_kind(target)
     chosen = finalists(trials, prior, config.top_k)
-    default_s = workload.kind.default_schedule(workload, target)
-    runs: dict[str, Callable[[], object]] = {}
-    errors: dict[str, float] = {}
-    schedules: dict[str, Schedule] = {}
-    notes: list[str] = []
-    for i, s in enumerate([default_s] + chosen):
-        name = "default" if i == 0 else f"candidate{i}"
-        if i and s == default_s:
-            continue
-        p = problem(s.get("precision", workload.dtype))
-        try:
-            kernel = compile(workload, s)
-        except Exception as e:          # the default failing is worth saying, not fatal
-            notes.append(f"{name} schedule failed to compile: {e}")
-            continue
-        errors[name] = check(kernel, p)
-        # each kernel gets its own output buffers so the interleaved runs do not alias
-        arrays = p.inputs + [page_aligned_empty(o.shape, o.dtype) for o in p.outputs]
-        runs[name] = kernel.bind(arrays)
-        schedules[name] = s
-    with BaselineProcess(str(workload), config.max_threads, config.seed) as baseline:
-        times = _interleaved(runs, baseline, config.ab_rounds, config.ab_runs_per_round)
-        ref_name = baseline.name
-    timings = {k: Timing(k, schedules.get(k), v, errors.get(k)) for k, v in times.items()}
-    best = fastest(timings, chosen)
-    reference = timings["reference"]
-    reference.name = ref_name
-    return TuneResult(workload, target, config, trials, best, timings.get("default"), reference, notes=notes)
+    default_s = kind.default_schedule(workload, target)
+    named: dict[str, Schedule] = {"default": default_s}
+    for i, s in enumerate(chosen, 1):
+        if s != default_s:
+            named[f"candidate{i}"] = s
+    ab = runner.time_ab(workload, named, rounds=config.ab_rounds, runs_per_round=config.ab_runs_per_round,
+                        threads=config.max_threads)
+    timings = {k: Timing(k, named[k], list(m.times_s), m.rel_error) for k, m in ab.measurements.items() if m.ok}
+    return TuneResult(workload, target, config, trials, fastest(timings, chosen), timings.get("default"),
+                      _reference(ab, kind), notes=_ab_notes(ab, kind))
+
+
+def _reference(ab: ABTimings, kind: TargetKind) -> Timing:
+    ref = ab.reference
+    return Timing(ab.reference_name or kind.reference_name, None, list(ref.times_s) if ref.ok else [float("inf")],
+                  ref.rel_error)
+
+
+def _ab_notes(ab: ABTimings, kind: TargetKind) -> list[str]:
+    """The A/B's failures are worth saying (the default's above all), not fatal."""
+    notes = [f"{name} schedule failed: {m.status}: {m.error_msg}" for name, m in ab.measurements.items() if not m.ok]
+    if not ab.reference.ok:
+        notes.append(f"{ab.reference_name or kind.reference_name} reference failed: "
+                     f"{ab.reference.status}: {ab.reference.error_msg}")
+    return notes

@@ -47,7 +47,7 @@ def build(store: RecordStore, options: ReportOptions = ReportOptions(), *, targe
         model, path = model_quality.load(options.model_path)
         for section in report["targets"]:
             mine = [r for r in records if r.target_key == section["key"]]
-            if (mine and mine[0].target.kind == "cuda"
+            if (mine and mine[0].target.kind == "cuda"      # (a record's kind: the right test)
                     and "gpu_analytic" not in str(getattr(model, "features", ""))):
                 section["cost_model"] = None    # a CPU model cannot read Triton schedules (--model a GPU one)
                 continue

@@ -25,15 +25,14 @@ def test_measures_checks_and_records_failures():
     assert ref.ok and ref.rel_error < 1e-4
 
 
-def test_tune_gpu_end_to_end(tmp_path):
+def test_tune_on_the_gpu_end_to_end(tmp_path):
     from tilewise.datasets.base import open_store
     from tilewise.profiling.cuda_target import detect_cuda_target
-    from tilewise.tuner.gpu_tune import tune_gpu
-    from tilewise.tuner.tune import TuneConfig
+    from tilewise.tuner.tune import TuneConfig, tune
     target = detect_cuda_target()
     w = Workload.parse("matmul:1024x1024x1024:f32")
     with open_store(str(tmp_path / "t.db")) as store:
-        res = tune_gpu(w, target, TuneConfig(trials=12, strategy="model", max_rel_error=3e-2, ab_rounds=2),
-                       store=store)
+        res = tune(w, target, TuneConfig(trials=12, strategy="model", max_rel_error=3e-2, ab_rounds=2),
+                   store=store)
         assert len(store) >= 12
     assert res.best is not None and res.reference.median_s > 0 and res.to_json()["reference"]["name"] == "torch.matmul"

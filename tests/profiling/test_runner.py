@@ -215,6 +215,32 @@ def test_real_candidates_are_checked_and_timed():
     assert results[4].status == "invalid" and "reg_tile" in results[4].error_msg
 
 
+@pytest.mark.jit
+def test_the_ab_retimes_round_robin_with_the_baseline_in_a_process_of_its_own(target):
+    schedules = {"default": SMALL.kind.default_schedule(SMALL, target), "candidate1": GOOD[1],
+                 "broken": Schedule(reg_tile=[4, 0])}
+    with LocalRunner(RunnerConfig(build_workers=1)) as runner:
+        ab = runner.time_ab(SMALL, schedules, rounds=2, runs_per_round=3, threads=1)
+    assert set(ab.measurements) == set(schedules)
+    for name in ("default", "candidate1"):
+        m = ab.measurements[name]
+        assert m.ok and len(m.times_s) == 2 * 3 and all(t > 0 for t in m.times_s) and m.rel_error < 1e-5
+    assert ab.measurements["broken"].status == "invalid"
+    assert ab.reference.ok and len(ab.reference.times_s) == 2 * 3 and ab.reference_name == "numpy"
+
+
+def test_an_ab_that_overruns_is_data_not_a_crash():
+    from tilewise.profiling.ab import time_ab_in_child
+    request = {"workload": SMALL.to_json(), "schedules": {"default": GOOD[0].to_json()}, "rounds": 1,
+               "runs_per_round": 1, "threads": 1, "seed": 0, "cores": [0]}
+    ab = time_ab_in_child(request, timeout_s=0.01)
+    assert ab.measurements["default"].status == "timeout" and ab.reference.status == "timeout"
+    with LocalRunner(RunnerConfig(build_workers=1)) as runner:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.time_ab(SMALL, {"default": GOOD[0]}, rounds=1, runs_per_round=1)
+
+
 def test_a_closed_runner_refuses_work():
     runner = LocalRunner(RunnerConfig(build_workers=1))
     assert runner.run([]) == []
@@ -261,3 +287,15 @@ def test_candidate_key_is_explicit_and_stable():
     assert c.key() == candidate_key(SMALL.key(), GOOD[0]) and len(c.key()) == 64
     assert c.key() != Candidate(SMALL, GOOD[1]).key()
     assert Candidate.from_json(c.to_json()) == c
+
+
+def test_replay_ab_pools_the_rounds_and_serves_its_reference():
+    a, b = Candidate(SMALL, GOOD[0]), Candidate(SMALL, GOOD[1])
+    ref = Measurement("ok", times_s=(5e-4,) * 2)
+    runner = ReplayRunner([(a, _ok(1e-3))], reference=ref, reference_name="numpy")
+    ab = runner.time_ab(SMALL, {"default": a.schedule, "candidate1": b.schedule}, rounds=3, runs_per_round=2)
+    assert ab.measurements["default"].ok and len(ab.measurements["default"].times_s) == 3 * 3
+    assert ab.measurements["candidate1"].status == "invalid"
+    assert ab.reference.times_s == (5e-4,) * 6 and ab.reference_name == "numpy"
+    plain = ReplayRunner([(a, _ok(1e-3))]).time_ab(SMALL, {"default": a.schedule}, rounds=1, runs_per_round=1)
+    assert plain.reference.status == "invalid" and plain.reference_name == ""

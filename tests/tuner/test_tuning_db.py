@@ -8,27 +8,26 @@ import pytest
 
 from tilewise.datasets.base import open_store
 from tilewise.ir import Schedule, Workload
-from tilewise.profiling.base import Runner
 from tilewise.profiling.measure import measure
+from tilewise.profiling.runner import LocalRunner
 from tilewise.tuner.tune import TuneConfig, tune
 
 W = Workload.parse("matmul:32x40x24:f32")
 FAST = dict(repeats=2, min_time_s=0.0, ab_rounds=1, ab_runs_per_round=1, top_k=2, batch_size=2)
 
 
-class InProcessRunner(Runner):
-    """Real compile + check + timing, in this process (small kernels; the fault isolation of the
-    LocalRunner is tested in tests/profiling)."""
+class InProcessRunner(LocalRunner):
+    """Real compile + check + timing of the search, in this process (small kernels; the fault
+    isolation of the LocalRunner is tested in tests/profiling); the final A/B is the LocalRunner's
+    (``measured`` lists what the search measured)."""
 
     def __init__(self):
+        super().__init__()
         self.measured: list[Schedule] = []
 
     def run(self, candidates):
         self.measured += [c.schedule for c in candidates]
         return [measure(c.workload, c.schedule, repeats=2, min_time_s=0.0) for c in candidates]
-
-    def close(self):
-        pass
 
 
 pytestmark = pytest.mark.jit
