@@ -24,7 +24,8 @@ class BuffersTooLarge(ValueError):
 
 
 def buffer_bytes(w: "Workload", precision: str | None = None) -> int:
-    """Bytes of the kernel's argument buffers (inputs and outputs) of ``w`` in ``precision``."""
+    """Bytes of the kernel's argument buffers (inputs and outputs) of ``w`` in ``precision``: exact
+    integers, as absurd shapes overflow numpy's int64 (``OpKind.bytes_moved``) with a warning."""
     return sum(math.prod(a.shape) * DTYPES[a.dtype].nbytes for a in w.kind.args(w, precision or w.dtype))
 
 
@@ -46,8 +47,8 @@ def available_memory_bytes() -> int | None:
 
 def format_bytes(n: float) -> str:
     """``7.28 TiB``: binary units, as numpy's allocation errors print them."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")

@@ -41,6 +41,13 @@ def test_collect_refuses_a_list_holding_a_workload_too_large_for_memory(tmp_path
     assert not (tmp_path / "c.db").exists(), "refused before the store is opened or anything measured"
 
 
+def test_shapes_past_int64_are_refused_too():
+    r = run("tune", "relu:9999999999x9999999999:f32", "--no-db")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Warning" not in r.stderr, r.stderr
+    assert lines[0].startswith("error: relu:9999999999x9999999999:f32 needs 693.89 EiB of buffers; ")
+
+
 def test_buffer_bytes_are_the_argument_buffers():
     w = Workload.parse("matmul:1024x512x256:f32")              # A 1024x256, B 256x512, C 1024x512
     assert buffer_bytes(w) == 4 * (1024 * 256 + 256 * 512 + 1024 * 512)
