@@ -19,6 +19,7 @@ from tilewise.ir.dtypes import DTYPES, from_storage, round_to, to_storage
 from tilewise.core.measurement import Measurement
 from tilewise.core.schedule import Schedule
 from tilewise.core.workload import Workload
+from tilewise.profiling.memory import check_buffers_fit
 
 if TYPE_CHECKING:
     from tilewise.ir.compiler import Kernel
@@ -89,6 +90,7 @@ def make_problem(w: Workload, precision: str | None = None, seed: int = 0) -> Pr
     is charged for the rounding of its inputs, as an error budget should be.
     """
     precision = precision or w.dtype
+    check_buffers_fit(w, precision)         # one line BuffersTooLarge, not numpy's MemoryError
     kind = w.kind
     rng = np.random.default_rng(seed)
     values = [round_to(v, w.dtype) for v in kind.sample_inputs(w, rng)]

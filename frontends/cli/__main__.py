@@ -1,0 +1,4 @@
+"""``python -m tilewise.frontends.cli``: the ``tilewise`` command."""
+from tilewise.frontends.cli import main
+
+main()
