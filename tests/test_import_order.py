@@ -76,3 +76,15 @@ def test_core_is_free_of_torch_and_mlir():
                 [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         heavy = [m for m in names if m.split(".")[0] in ("torch", "torch_mlir", "numpy", "triton")]
         assert not heavy, f"{path} imports {heavy}"
+
+
+def test_every_subpackage_is_installed():
+    """pyproject lists its packages one by one: a new subpackage left out is missing from a wheel."""
+    text = open(os.path.join(ROOT, "pyproject.toml")).read()
+    listed = set(text.split("packages = [", 1)[1].split("]", 1)[0].replace('"', "").replace(",", " ").split())
+    found = {"tilewise"}
+    for package in ALLOWED:
+        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+            if "__init__.py" in files:
+                found.add("tilewise." + os.path.relpath(folder, ROOT).replace(os.sep, "."))
+    assert found == listed, f"unlisted: {sorted(found - listed)}, listed but absent: {sorted(listed - found)}"
