@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from torch_mlir import execution_engine, ir, passmanager
@@ -170,21 +170,56 @@ def _drop_returned_outputs(module: ir.Module) -> None:
         raise CompileError("bufferize", "an output was not bufferized in place into its argument")
 
 
-def scheduled_module(w: Workload, s: Schedule, ctx_module) -> ir.Module:
-    """Apply ``s`` to the module of ``w`` (in place); returns the bufferized, scheduled module."""
-    _, module = ctx_module
+def apply_schedule(module: ir.Module, emit: Callable[[Script], None], *, what: str = "transform script",
+                   passthrough: tuple[type[BaseException], ...] = ()) -> ir.Module:
+    """Build a transform script over ``module`` with ``emit(script)``, run it, and leave the
+    bufferized kernel in place (script erased, in-place outputs no longer returned).  This is the
+    one schedule -> transform step of every kernel: a tuned op (``w.kind.schedule``) and a fused
+    group of the torch backend alike.  ScheduleError and ``passthrough`` errors of ``emit`` pass
+    through; any other is a bug in the script builder, reported as ``CompileError("schedule")``."""
     script = Script(module, consumes_root=True)
     try:
-        w.kind.schedule(script, w, s)
+        emit(script)
         script.finish()
-    except ScheduleError:
+    except (ScheduleError, *passthrough):
         raise
-    except Exception as e:   # a builder error is a bug in an op kind's script, reported as data
-        raise CompileError("schedule", f"building the transform script failed: {_one_line(e)}") from None
+    except Exception as e:
+        raise CompileError("schedule", f"building the {what} failed: {_one_line(e)}") from None
     _run("builtin.module(transform-interpreter)", module, "transform")
     _strip_transform(module)
     _drop_returned_outputs(module)
     return module
+
+
+def jit_engine(module: ir.Module, threads: int, *, opt_level: int = 3, lookup: bool = False):
+    """Lower the scheduled ``module`` to LLVM and JIT it (with the OpenMP runtime for ``threads``
+    > 1); ``lookup`` resolves the kernel now, so its object code exists.  Raises CompileError."""
+    _run(lowering_pipeline(threads), module, "lower")
+    libs = [openmp_runtime()] if threads > 1 else []
+    try:
+        engine = execution_engine.ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
+        if lookup:
+            engine.lookup(KERNEL_NAME)
+    except Exception as e:
+        raise CompileError("jit", _one_line(e)) from None
+    return engine
+
+
+def write_shared_library(engine, library_path: str, threads: int) -> None:
+    """Dump a JIT engine's object code and link it into ``library_path`` (:func:`link_shared_library`)."""
+    object_path = library_path + ".o"
+    try:
+        engine.dump_to_object_file(object_path)
+        link_shared_library(object_path, library_path, threads=threads)
+    finally:
+        if os.path.exists(object_path):
+            os.remove(object_path)
+
+
+def scheduled_module(w: Workload, s: Schedule, ctx_module) -> ir.Module:
+    """Apply ``s`` to the module of ``w`` (in place); returns the bufferized, scheduled module."""
+    _, module = ctx_module
+    return apply_schedule(module, lambda script: w.kind.schedule(script, w, s))
 
 
 def transformed_ir(w: Workload, s: Schedule) -> str:
@@ -204,12 +239,7 @@ def compile(w: Workload, s: Schedule, *, opt_level: int = 3) -> Kernel:
     ctx, module = cm.__enter__()
     try:
         scheduled_module(w, s, (ctx, module))
-        _run(lowering_pipeline(threads), module, "lower")
-        libs = [openmp_runtime()] if threads > 1 else []
-        try:
-            engine = execution_engine.ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
-        except Exception as e:
-            raise CompileError("jit", _one_line(e)) from None
+        engine = jit_engine(module, threads, opt_level=opt_level)
         kernel = Kernel(w, s, w.kind.args(w, precision), 0.0, engine, ctx)
         kernel.compile_time_s = time.perf_counter() - t0
         return kernel
@@ -256,13 +286,7 @@ def compile_to_shared_library(w: Workload, s: Schedule, library_path: str, *, op
     Raises ScheduleError or CompileError, as ``compile`` does (stage "link" when linking fails)."""
     t0 = time.perf_counter()
     kernel = compile(w, s, opt_level=opt_level)    # looks the kernel up: its object code now exists
-    object_path = library_path + ".o"
-    try:
-        kernel._engine.dump_to_object_file(object_path)
-        link_shared_library(object_path, library_path, threads=int(s.get("threads", 1)))
-    finally:
-        if os.path.exists(object_path):
-            os.remove(object_path)
+    write_shared_library(kernel._engine, library_path, int(s.get("threads", 1)))
     return time.perf_counter() - t0
 
 

@@ -31,13 +31,10 @@ from typing import Any, Sequence
 
 import torch
 
+from tilewise.frontends.torch_backend.mlir_common import NotFusable, apply_steps, func_of, ops_of, run_passes
+
 CONV_NCHW = "linalg.conv_2d_nchw_fchw"
 CONV_NHWC = "linalg.conv_2d_nhwc_hwcf"
-
-
-def _not_fusable(msg: str):
-    from tilewise.frontends.torch_backend.mlir_group import NotFusable
-    return NotFusable(msg)
 
 
 def _geometry(spec: dict[str, Any]) -> dict[str, int]:
@@ -60,18 +57,18 @@ def conv_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) ->
     for st in spec["epilogue"]:
         op = st["op"]
         if op == "view":
-            raise _not_fusable("a view inside a conv group's epilogue")
+            raise NotFusable("a view inside a conv group's epilogue")
         if op == "unary" or "input" not in st:
             steps.append(dict(st))
             continue
         shape = tuple(input_shapes[st["input"]])
         if op == "bias":
             if shape != (g["f"],):
-                raise _not_fusable(f"a conv bias of shape {list(shape)}")
+                raise NotFusable(f"a conv bias of shape {list(shape)}")
             kshape, how = (g["f"],), "channel"
         else:
             if len(shape) > 4 or torch.broadcast_shapes(shape, logical) != logical:
-                raise _not_fusable(f"an epilogue operand of shape {list(shape)} grows the output")
+                raise NotFusable(f"an epilogue operand of shape {list(shape)} grows the output")
             s4 = (1,) * (4 - len(shape)) + shape
             kshape, how = (s4[0], s4[2], s4[3], s4[1]), "nchw"
         slot = next((i for i, e in enumerate(extra) if e == (st["input"], kshape, how)), None)
@@ -100,7 +97,6 @@ class ConvProgram(torch.nn.Module):
         self.steps, self.stride, self.pad = steps, stride, pad
 
     def forward(self, x, w, *extra):
-        from tilewise.frontends.torch_backend.mlir_group import apply_steps
         y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
                                        stride=self.stride, padding=self.pad)
         return apply_steps(y.permute(0, 2, 3, 1), self.steps, extra)
@@ -133,15 +129,14 @@ def to_nhwc(module, pad: int, stride: int) -> None:
     function's NHWC input and HWCF filter.  Raises NotFusable when the pattern is not found."""
     from torch_mlir import ir
     from torch_mlir.dialects import arith, linalg, tensor
-    from tilewise.frontends.torch_backend.mlir_group import _func, _ops_of
-    f = _func(module)
-    convs = [op for op in _ops_of(f) if op.name == CONV_NCHW]
+    f = func_of(module)
+    convs = [op for op in ops_of(f) if op.name == CONV_NCHW]
     if len(convs) != 1:
-        raise _not_fusable(f"the importer gave {len(convs)} {CONV_NCHW} ops, expected one")
+        raise NotFusable(f"the importer gave {len(convs)} {CONV_NCHW} ops, expected one")
     conv = convs[0]
     if any(int(d) != 1 for d in conv.attributes["dilations"]) or \
             any(int(s) != stride for s in conv.attributes["strides"]):
-        raise _not_fusable("the imported conv's strides or dilations differ from the group's")
+        raise NotFusable("the imported conv's strides or dilations differ from the group's")
     entry = f.regions[0].blocks[0]
     x_arg, w_arg = entry.arguments[0], entry.arguments[1]
     inp = conv.operands[0]
@@ -150,14 +145,14 @@ def to_nhwc(module, pad: int, stride: int) -> None:
         if pad_op is None or pad_op.name != "tensor.pad" or \
                 [int(v) for v in pad_op.attributes["static_low"]] != [0, 0, pad, pad] or \
                 [int(v) for v in pad_op.attributes["static_high"]] != [0, 0, pad, pad]:
-            raise _not_fusable(f"the conv's input is not its NCHW input padded by {pad}")
+            raise NotFusable(f"the conv's input is not its NCHW input padded by {pad}")
         inp = pad_op.operands[0]
     if _transpose_of(inp, [0, 3, 1, 2]) != x_arg or _transpose_of(conv.operands[1], [3, 2, 0, 1]) != w_arg:
-        raise _not_fusable("the conv's operands are not the NHWC input and HWCF filter transposed")
+        raise NotFusable("the conv's operands are not the NHWC input and HWCF filter transposed")
     users = [u.owner for u in conv.results[0].uses]
     if len(users) != 1 or users[0].name != "linalg.transpose" or \
             [int(x) for x in users[0].attributes["permutation"]] != [0, 2, 3, 1]:
-        raise _not_fusable("the conv's result is not transposed back to NHWC")
+        raise NotFusable("the conv's result is not transposed back to NHWC")
     back = users[0]
     x_type = ir.RankedTensorType(x_arg.type)
     out_type = ir.RankedTensorType(back.results[0].type)
@@ -182,6 +177,16 @@ def to_nhwc(module, pad: int, stride: int) -> None:
 
 
 # --- the fused schedule ------------------------------------------------------------------------------
+def conv_kernel_form(module, pad: int, stride: int) -> tuple[list[str], tuple[str, ...]]:
+    """Rewrite the imported conv group into ``linalg.conv_2d_nhwc_hwcf`` (:func:`to_nhwc`); returns
+    the linalg ops expected ahead of the output's fill (the padding's fill + copy) and the anchor."""
+    from torch_mlir import ir
+    with module.context, ir.Location.unknown():
+        to_nhwc(module, pad, stride)
+    run_passes(module, "builtin.module(func.func(canonicalize,cse))")
+    return (["linalg.fill", "linalg.copy"] if pad else []), (CONV_NHWC,)
+
+
 def _divisor_or(t: int, extent: int, fallback: int) -> int:
     """``t`` when it is a tile that divides ``extent`` (fused tiles must be static), else ``fallback``."""
     return t if t and t < extent and extent % t == 0 else fallback

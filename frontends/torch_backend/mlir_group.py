@@ -35,17 +35,15 @@ from typing import Any, Sequence
 import torch
 
 from tilewise.core.schedule import Schedule
+from tilewise.core.workload import Workload
+from tilewise.frontends.torch_backend import mlir_conv
+from tilewise.frontends.torch_backend.mlir_common import NotFusable, apply_steps, func_of, ops_of, run_passes
 
 aten = torch.ops.aten
 
 
-class NotFusable(Exception):
-    """This group has no fused kernel (the message says why); it keeps the unfused path."""
-
-
 # --- the group as a torch program ------------------------------------------------------------------
 def _anchor_out_shape(spec: dict[str, Any]) -> tuple[int, ...]:
-    from tilewise.core.workload import Workload
     w = Workload.parse(spec["workload"])
     d = w.loop_dims
     return (d["b"], d["m"], d["n"]) if spec["anchor"] == "batch_matmul" else (d["m"], d["n"])
@@ -56,13 +54,14 @@ def group_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -
     "final_shape", "steps"}`` -- the epilogue's tensor inputs, reshaped into the anchor's output
     domain (its logical shape may be a view of it).  A conv group's program is
     ``mlir_conv.conv_program``'s (NHWC domain).  Raises NotFusable."""
-    if spec["anchor"] not in ("matmul", "batch_matmul", "conv2d"):
-        raise NotFusable(f"{spec['anchor']} groups are not fused (unfused kernel + eager epilogue)")
+    kind = group_kind(spec)
     if not any(st["op"] != "view" for st in spec["epilogue"]):
         raise NotFusable("no elementwise epilogue to fuse")
-    if spec["anchor"] == "conv2d":
-        from tilewise.frontends.torch_backend.mlir_conv import conv_program
-        return conv_program(spec, input_shapes)
+    return kind.program(spec, input_shapes)
+
+
+def contraction_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """:func:`group_program` of a matmul or batch-matmul group."""
     dom = _anchor_out_shape(spec)
     cur = dom
     extra: list[tuple[int, tuple[int, ...]]] = []
@@ -102,28 +101,6 @@ def group_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -
     return {"extra": extra, "out_shape": dom, "final_shape": cur, "steps": steps}
 
 
-def apply_steps(y, steps: list[dict[str, Any]], extra: Sequence[Any]):
-    """The epilogue ``steps`` on ``y`` (torch ops; the FX importer turns them into generics)."""
-    for st in steps:
-        if st["op"] == "unary":
-            if st["name"] == "gelu":
-                y = torch.nn.functional.gelu(y, approximate=st.get("approximate", "none"))
-            else:
-                y = getattr(torch.nn.functional if st["name"] == "silu" else torch, st["name"])(y)
-            continue
-        other = extra[st["slot"]] if "slot" in st else st["scalar"]
-        name, alpha = st.get("name", "add"), st.get("alpha", 1)
-        if st["op"] == "bias" or name == "add":
-            y = y + other * alpha if alpha != 1 else y + other
-        elif name == "sub":
-            y = y - other * alpha if alpha != 1 else y - other
-        elif name == "mul":
-            y = y * other
-        else:
-            y = y / other
-    return y
-
-
 class _Program(torch.nn.Module):
     """``epilogue(a @ b)`` of the kernel's arguments, in the anchor's output domain."""
 
@@ -135,11 +112,7 @@ class _Program(torch.nn.Module):
         return apply_steps(torch.bmm(a, b) if self.batch else torch.mm(a, b), self.steps, extra)
 
 
-def _arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[tuple[int, ...]]:
-    from tilewise.core.workload import Workload
-    if spec["anchor"] == "conv2d":
-        from tilewise.frontends.torch_backend.mlir_conv import conv_arg_shapes
-        return conv_arg_shapes(spec, prog)
+def contraction_arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[tuple[int, ...]]:
     d = Workload.parse(spec["workload"]).loop_dims
     pre = (d["b"],) if "b" in d else ()
     return [pre + (d["m"], d["k"]), pre + (d["k"], d["n"])] + [s for _, s in prog["extra"]]
@@ -148,33 +121,18 @@ def _arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[tuple[int, .
 def import_group(spec: dict[str, Any], prog: dict[str, Any]):
     """The group's program through the torch-mlir FX importer: an ``ir.Module`` of linalg on tensors."""
     from torch_mlir import fx as tfx
-    shapes = _arg_shapes(spec, prog)
-    example = [torch.zeros(s, dtype=torch.float32) for s in shapes]
-    if spec["anchor"] == "conv2d":
-        from tilewise.frontends.torch_backend.mlir_conv import ConvProgram
-        module = ConvProgram(prog["steps"], prog["stride"], prog["pad"]).eval()
-    else:
-        module = _Program(prog["steps"], spec["anchor"] == "batch_matmul").eval()
+    kind = group_kind(spec)
+    example = [torch.zeros(s, dtype=torch.float32) for s in kind.arg_shapes(spec, prog)]
+    module = kind.torch_program(spec, prog).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)     # torch.export's own deprecation notices
         return tfx.export_and_import(module, *example, output_type="linalg-on-tensors", func_name="kernel")
 
 
-def _func(module):
-    funcs = [op.operation for op in module.body.operations if op.operation.name == "func.func"]
-    if len(funcs) != 1:
-        raise NotFusable(f"the importer gave {len(funcs)} functions, expected one")
-    return funcs[0]
-
-
-def _ops_of(func_op) -> list:
-    return [op.operation for op in func_op.regions[0].blocks[0].operations]
-
-
 def linalg_ops(module) -> list[dict[str, Any]]:
     """The imported function's linalg ops in order: ``{"op": name, "body": [payload op names]}``."""
     out = []
-    for op in _ops_of(_func(module)):
+    for op in ops_of(func_of(module)):
         if op.name.startswith("linalg."):
             body = []
             if op.name == "linalg.generic":
@@ -185,11 +143,6 @@ def linalg_ops(module) -> list[dict[str, Any]]:
 
 
 # --- imported module -> kernel form ---------------------------------------------------------------
-def _run_passes(module, pipeline: str) -> None:
-    from torch_mlir import passmanager
-    passmanager.PassManager.parse(pipeline, context=module.context).run(module.operation)
-
-
 def _replace_erf(module) -> None:
     """``math.erf`` -> the rational approximation (a vector ``math.erf`` does not lower)."""
     from torch_mlir import ir
@@ -218,23 +171,19 @@ def prepare(module, conv: dict[str, int] | None = None) -> list[str]:
     prefix: list[str] = []
     anchors = ("linalg.matmul", "linalg.batch_matmul")
     if conv is not None:
-        from tilewise.frontends.torch_backend.mlir_conv import CONV_NHWC, to_nhwc
-        with module.context, ir.Location.unknown():
-            to_nhwc(module, conv["pad"], conv["stride"])
-        _run_passes(module, "builtin.module(func.func(canonicalize,cse))")
-        prefix, anchors = (["linalg.fill", "linalg.copy"] if conv["pad"] else []), (CONV_NHWC,)
-    _run_passes(module, "builtin.module(func.func(linalg-fuse-elementwise-ops,canonicalize,cse))")
-    _run_passes(module, "builtin.module(func.func(math-expand-ops,canonicalize))")
+        prefix, anchors = mlir_conv.conv_kernel_form(module, conv["pad"], conv["stride"])
+    run_passes(module, "builtin.module(func.func(linalg-fuse-elementwise-ops,canonicalize,cse))")
+    run_passes(module, "builtin.module(func.func(math-expand-ops,canonicalize))")
     with module.context, ir.Location.unknown():
         _replace_erf(module)
-        f = _func(module)
-        ops = [op for op in _ops_of(f) if op.name.startswith("linalg.")]
+        f = func_of(module)
+        ops = [op for op in ops_of(f) if op.name.startswith("linalg.")]
         names = [op.name for op in ops]
         if len(ops) != len(prefix) + 3 or names[:len(prefix)] != prefix or names[-3] != "linalg.fill" \
                 or names[-2] not in anchors or names[-1] != "linalg.generic":
             raise NotFusable(f"unexpected linalg ops after elementwise fusion: {names}")
         fill, mm, gen = ops[-3:]
-        ret = next(op for op in _ops_of(f) if op.name == "func.return")
+        ret = next(op for op in ops_of(f) if op.name == "func.return")
         if ret.operands[0] != gen.results[0] or mm.operands[2] != fill.results[0]:
             raise NotFusable("the epilogue's result is not what the function returns")
         out_type = gen.results[0].type
@@ -260,7 +209,7 @@ def prepare(module, conv: dict[str, int] | None = None) -> list[str]:
                                                                             list(ftype.results)))
         f.attributes["sym_name"] = ir.StringAttr.get("kernel")
         f.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
-    _run_passes(module, "builtin.module(func.func(canonicalize,cse))")
+    run_passes(module, "builtin.module(func.func(canonicalize,cse))")
     return names
 
 
@@ -390,50 +339,21 @@ def fused_key(spec: dict[str, Any], prog: dict[str, Any], s: Schedule) -> str:
 def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library_path: str) -> list[str]:
     """Import, prepare, schedule, lower, JIT and link the fused kernel into ``library_path``;
     returns the imported linalg op names.  Raises NotFusable, CompileError or ScheduleError."""
-    from torch_mlir import execution_engine, ir
-    from tilewise.ir.compiler import (CompileError, _drop_returned_outputs, _run, _strip_transform,
-                                      link_shared_library, lowering_pipeline, openmp_runtime)
-    from tilewise.ir.script import Script
-    from tilewise.core.workload import Workload
+    from torch_mlir import ir
+    from tilewise.ir.compiler import apply_schedule, jit_engine, write_shared_library
     w = Workload.parse(spec["workload"])
     w.kind.validate(w, s)
     if s.get("precision", w.dtype) != w.dtype:
         raise NotFusable("a reduced-precision schedule is not fused")
+    kind = group_kind(spec)
     module = import_group(spec, prog)
     imported = [o["op"] for o in linalg_ops(module)]
-    is_conv = spec["anchor"] == "conv2d"
-    prepare(module, {"pad": prog["pad"], "stride": prog["stride"]} if is_conv else None)
+    prepare(module, kind.rewrite(prog))
     threads = int(s.get("threads", 1))
     with module.context, ir.Location.unknown():
-        script = Script(module, consumes_root=True)
-        try:
-            if is_conv:
-                from tilewise.frontends.torch_backend.mlir_conv import fused_conv_schedule
-                fused_conv_schedule(script, w, s)
-            else:
-                fused_schedule(script, w, s)
-            script.finish()
-        except NotFusable:
-            raise
-        except Exception as e:
-            raise CompileError("schedule", f"building the fused script failed: {' '.join(str(e).split())[:300]}")
-        _run("builtin.module(transform-interpreter)", module, "transform")
-        _strip_transform(module)
-        _drop_returned_outputs(module)
-        _run(lowering_pipeline(threads), module, "lower")
-        libs = [openmp_runtime()] if threads > 1 else []
-        try:
-            engine = execution_engine.ExecutionEngine(module, opt_level=3, shared_libs=libs)
-            engine.lookup("kernel")
-        except Exception as e:
-            raise CompileError("jit", " ".join(str(e).split())[:300]) from None
-        obj = library_path + ".o"
-        try:
-            engine.dump_to_object_file(obj)
-            link_shared_library(obj, library_path, threads=threads)
-        finally:
-            if os.path.exists(obj):
-                os.remove(obj)
+        apply_schedule(module, lambda script: kind.schedule(script, w, s), what="fused script",
+                       passthrough=(NotFusable,))
+        write_shared_library(jit_engine(module, threads, lookup=True), library_path, threads)
     return imported
 
 
@@ -441,9 +361,67 @@ def load_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_di
     """A LibraryKernel for the fused group (built once per key into the compile cache)."""
     from tilewise.ir.compiler import LibraryKernel
     from tilewise.ir.ops.base import ArgSpec
-    shapes = _arg_shapes(spec, prog)
+    shapes = group_kind(spec).arg_shapes(spec, prog)
     specs = [ArgSpec(tuple(x), "f32") for x in shapes] + [ArgSpec(tuple(prog["out_shape"]), "f32", True)]
     from tilewise.frontends.torch_backend.kernels import cached_library
     path = cached_library(cache_dir, "fused-" + fused_key(spec, prog, s) + ".so",
                           lambda tmp: build_fused(spec, prog, s, tmp))
     return LibraryKernel(path, specs)
+
+
+# --- group kinds -----------------------------------------------------------------------------------
+class ContractionGroup:
+    """A matmul or batch-matmul anchor: ``epilogue(a @ b)`` in the anchor's output domain."""
+
+    def __init__(self, batch: bool):
+        self.batch = batch
+
+    def program(self, spec, input_shapes):
+        return contraction_program(spec, input_shapes)
+
+    def arg_shapes(self, spec, prog):
+        return contraction_arg_shapes(spec, prog)
+
+    def torch_program(self, spec, prog) -> torch.nn.Module:
+        return _Program(prog["steps"], self.batch)
+
+    def rewrite(self, prog) -> dict[str, int] | None:
+        """What :func:`prepare` rewrites first (None: the import is already in kernel form)."""
+        return None
+
+    def schedule(self, script, w, s: Schedule) -> None:
+        fused_schedule(script, w, s)
+
+
+class ConvGroup(ContractionGroup):
+    """A conv2d anchor, fused in NHWC/HWCF (``mlir_conv``)."""
+
+    def __init__(self):
+        super().__init__(batch=False)
+
+    def program(self, spec, input_shapes):
+        return mlir_conv.conv_program(spec, input_shapes)
+
+    def arg_shapes(self, spec, prog):
+        return mlir_conv.conv_arg_shapes(spec, prog)
+
+    def torch_program(self, spec, prog) -> torch.nn.Module:
+        return mlir_conv.ConvProgram(prog["steps"], prog["stride"], prog["pad"])
+
+    def rewrite(self, prog) -> dict[str, int] | None:
+        return {"pad": prog["pad"], "stride": prog["stride"]}
+
+    def schedule(self, script, w, s: Schedule) -> None:
+        mlir_conv.fused_conv_schedule(script, w, s)
+
+
+#: the fused group kinds by anchor; a group's kind is looked up once, by :func:`group_kind`
+GROUP_KINDS = {"matmul": ContractionGroup(batch=False), "batch_matmul": ContractionGroup(batch=True),
+               "conv2d": ConvGroup()}
+
+
+def group_kind(spec: dict[str, Any]) -> ContractionGroup:
+    kind = GROUP_KINDS.get(spec["anchor"])
+    if kind is None:
+        raise NotFusable(f"{spec['anchor']} groups are not fused (unfused kernel + eager epilogue)")
+    return kind
