@@ -89,14 +89,13 @@ CASES: list[Case] = [
     # -- info
     Case("info_text", ("info",)),
     Case("info_json", ("info", "--json"), kind="json"),
-    # -- tune (JIT): a fresh search, and a workload the store answers without searching
+    # -- tune (JIT): a fresh search, and a workload the store answers without searching (its JSON has
+    # tune_json's keys)
     Case("tune_text", ("tune", TINY, "--trials", "2", "--db", "{tmp}/tune.db"), jit=True, mask_schedules=True),
     Case("tune_json", ("tune", TINY, "--trials", "2", "--db", "{tmp}/tune.db", "--json"), kind="json", jit=True,
          mask_schedules=True),
     Case("tune_cached_text", ("tune", TINY, "--trials", "2", "--db", "{tmp}/tuned.db"), fixtures=("tuned.db",),
          jit=True, mask_schedules=True),
-    Case("tune_cached_json", ("tune", TINY, "--trials", "2", "--db", "{tmp}/tuned.db", "--json"), kind="json",
-         fixtures=("tuned.db",), jit=True, mask_schedules=True),
     # -- best: a fixture store of this machine's target; a workload it does not hold (exit 1)
     Case("best_text", ("best", TINY, "--db", "{tmp}/tuned.db"), fixtures=("tuned.db",)),
     Case("best_json", ("best", TINY, "--db", "{tmp}/tuned.db", "--json"), kind="json", fixtures=("tuned.db",)),
@@ -119,8 +118,6 @@ CASES: list[Case] = [
          fixtures=("tuned.parquet",)),
     Case("dataset_import_json", ("dataset", "import", "{tmp}/tuned.parquet", "--db", "{tmp}/new.db", "--json"),
          kind="json", fixtures=("tuned.parquet",)),
-    Case("dataset_import_dupes_text", ("dataset", "import", "{tmp}/tuned.parquet", "--db", "{tmp}/tuned.db"),
-         fixtures=("tuned.parquet", "tuned.db")),
     # -- train / eval on a small store of shipped records (no JIT)
     Case("train_text", ("train", "--db", "{tmp}/train.db", "--out", "{tmp}/m.twmodel"), fixtures=("train.db",)),
     Case("train_json", ("train", "--db", "{tmp}/train.db", "--model", "rf", "--json"), kind="json",
@@ -129,8 +126,6 @@ CASES: list[Case] = [
          fixtures=("model.twmodel", "eval.db")),
     Case("eval_json", ("eval", "--model", "{tmp}/model.twmodel", "--db", "{tmp}/eval.db", "--json"), kind="json",
          fixtures=("model.twmodel", "eval.db")),
-    Case("eval_seen_text", ("eval", "--model", "{tmp}/model.twmodel", "--db", "{tmp}/train.db", "--include-seen"),
-         fixtures=("model.twmodel", "train.db")),
     # -- report (no roofline: measuring it is JIT work and writes a cache)
     Case("report_md", ("report", "--db", "{tmp}/tuned.db", "--format", "md", "--no-roofline"),
          fixtures=("tuned.db",)),
@@ -325,7 +320,7 @@ _NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?=x?(?!\w|\.
 class Masks:
     """Strings of this run that stand for the machine, the installation or the run -> placeholders."""
     tmp: str
-    target: object                     # profiling.target.Target of this machine
+    target: object                     # core.target.Target of this machine
 
     def literal(self) -> list[tuple[str, str]]:
         import tilewise

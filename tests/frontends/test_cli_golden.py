@@ -21,11 +21,11 @@ def _param(case: golden.Case):
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in golden.CASES])
-def test_cli_output_matches_golden(case, fixtures):
+def test_cli_output_matches_golden(case, request):
     path = golden.golden_path(case)
     assert path.exists(), f"no golden file {path.name}: python -m tests.frontends.cli_golden --write {case.name}"
     expected = path.read_text(encoding="utf-8")
-    got = golden.actual(case, fixtures if case.fixtures else None)
+    got = golden.actual(case, request.getfixturevalue("fixtures") if case.fixtures else None)
     if got != expected:
         pytest.fail(f"{case.name}: the CLI's normalised output differs from {path.name} "
                     f"(regenerate with python -m tests.frontends.cli_golden --write {case.name} if the change "
