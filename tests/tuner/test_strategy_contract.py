@@ -57,10 +57,15 @@ def replay_runner(target) -> tuple[SpyReplay, dict]:
     return runner, table
 
 
-@pytest.mark.parametrize("strategy", available())
-def test_every_strategy_keeps_the_tuning_contract(strategy, target, tmp_path):
+#: every registered strategy, and optuna's CMA-ES sampler (``create("optuna", space, sampler="cmaes")``)
+STRATEGIES = [pytest.param(s, (), id=s) for s in available()] + \
+    [pytest.param("optuna", (("sampler", "cmaes"),), id="cmaes")]
+
+
+@pytest.mark.parametrize("strategy,options", STRATEGIES)
+def test_every_strategy_keeps_the_tuning_contract(strategy, options, target, tmp_path):
     runner, table = replay_runner(target)
-    config = TuneConfig(**{**CONFIG.__dict__, "strategy": strategy})
+    config = TuneConfig(**{**CONFIG.__dict__, "strategy": strategy, "strategy_options": options})
     space = space_for(W, target, SpaceOptions(1))
     with open_store(str(tmp_path / "t.db")) as store:
         r = tune(W, target, config, runner=runner, store=store)
