@@ -34,6 +34,7 @@ from tilewise.profiling.base import ABTimings, Runner
 from tilewise.core.measurement import Measurement
 from tilewise.core.target import Target
 from tilewise.profiling.measure import error_bound
+from tilewise.profiling.memory import check_buffers_fit
 from tilewise.tuner.base import SearchStrategy
 from tilewise.tuner.space import space_for
 from tilewise.tuner.targets import TargetKind, make_strategy, target_kind
@@ -200,7 +201,11 @@ def tune(workload: Workload, target: Target, config: TuneConfig = TuneConfig(), 
     ``store``: the tuning database (see the module docstring); trials are appended to it, each
     under the target that measured it: a cluster runner (``RayRunner(..., require_target=target)``,
     ``tilewise tune --cluster``) measures on the cluster's nodes of this target and says which
-    (and re-times the finalists on this machine); the run log is appended after the A/B."""
+    (and re-times the finalists on this machine); the run log is appended after the A/B.
+
+    A workload whose buffers do not fit in this machine's available memory is refused before any
+    search (:class:`~tilewise.profiling.memory.BuffersTooLarge`, a ValueError)."""
+    check_buffers_fit(workload)
     t_start = time.perf_counter()
     kind = target_kind(target)
     config = config.with_error_budget(workload)

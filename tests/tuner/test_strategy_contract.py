@@ -122,3 +122,11 @@ def test_no_strategy_needs_the_jit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_workload_too_big_for_memory_is_refused_before_any_search(target):
+    from tilewise.profiling.memory import BuffersTooLarge
+    runner, _ = replay_runner(target)
+    with pytest.raises(BuffersTooLarge, match="needs .* of buffers"):
+        tune(Workload.parse("matmul:99999999x99999x9999:f32"), target, CONFIG, runner=runner)
+    assert runner.searched == [] and runner.ab_calls == []
