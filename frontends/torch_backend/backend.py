@@ -119,11 +119,6 @@ def _counts(names: list[str]) -> str:
     return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in seen.items())
 
 
-def _out_shape(g: GroupSpec) -> tuple[int, ...]:
-    v = g.nodes[0].meta["val"]
-    return (v.shape[0], v.shape[2], v.shape[3], v.shape[1]) if g.anchor == "conv2d" else tuple(v.shape)
-
-
 def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOptions, plan: dict | None):
     """[(group, {"runner": GroupRunner | None, "plan": json entry})] -- schedules chosen, kernels loaded."""
     from tilewise.core.workload import Workload
@@ -148,7 +143,8 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
                     if k is None:
                         k = kernels.load_kernel(Workload.parse(g.workload), Schedule.from_json(entry["schedule"]),
                                                 opts.cache_dir())
-                    runner = GroupRunner(g.to_json(), k, _out_shape(g), reuse_output=not _escapes(g.nodes[-1]))
+                    out_shape = g.kind.kernel_out_shape(g.nodes[0].meta["val"].shape)
+                    runner = GroupRunner(g.to_json(), k, out_shape, g.kind, reuse_output=not _escapes(g.nodes[-1]))
                 except Exception as e:
                     entry = {**entry, "schedule": None, "reason": f"kernel build failed: {str(e)[:200]}"}
             decided.append((g, {"runner": runner, "plan": entry}))
@@ -204,13 +200,13 @@ def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> tuple[di
 def _rewrite(ag: fx.GraphModule, decided) -> None:
     """Replace each kernel group's nodes by one call of its runner."""
     g = ag.graph
-    has_conv = False
+    channels_last = False
     replaced: dict[fx.Node, fx.Node] = {}
     for spec, d in decided:
         runner = d["runner"]
         if runner is None:
             continue
-        has_conv |= spec.anchor == "conv2d"
+        channels_last |= spec.kind.channels_last
         last = spec.nodes[-1]
 
         def call(*args, _runner=runner):
@@ -224,7 +220,7 @@ def _rewrite(ag: fx.GraphModule, decided) -> None:
         last.replace_all_uses_with(new)
         for n in reversed(spec.nodes):
             g.erase_node(n)
-    if has_conv:
+    if channels_last:
         # a conv group returns a (channels-last) permuted view: views of it must be reshapes
         for n in g.nodes:
             if n.op == "call_function" and n.target in VIEWS:

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from tilewise.frontends.torch_backend import mlir_group, profile
-from tilewise.frontends.torch_backend.mlir_conv import extra_operand
 from tilewise.frontends.torch_backend.runtime import GroupRunner
 
 log = logging.getLogger("tilewise.torch_backend")
@@ -37,22 +36,16 @@ _NOT_FUSABLE = "no fused kernel for this group: "
 class FusedRunner(GroupRunner):
     """Callable like :class:`GroupRunner`: one call of the fused kernel (anchor + epilogue)."""
 
-    def __init__(self, spec: dict[str, Any], prog: dict[str, Any], kernel, reuse_output: bool = False):
-        super().__init__(spec, kernel, prog["out_shape"], reuse_output=reuse_output)
+    def __init__(self, spec: dict[str, Any], prog: dict[str, Any], kernel, kind, reuse_output: bool = False):
+        super().__init__(spec, kernel, prog["out_shape"], kind, reuse_output=reuse_output)
+        self.prog = prog
         # (input index, kernel shape[, how a conv kernel reads it: "channel" or "nchw"])
         self.extra = [(int(e[0]), tuple(e[1]), e[2] if len(e) > 2 else None) for e in prog["extra"]]
-        self.final_shape = tuple(prog["final_shape"])
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        conv = self.anchor == "conv2d"      # NHWC activation, HWCF filter, NHWC output seen as NCHW
-        if conv:
-            extra = [extra_operand(inputs[i], s, how) for i, s, how in self.extra]
-        else:
-            extra = [inputs[i].contiguous().reshape(s) for i, s, _ in self.extra]
+        extra = [self.kind.extra_operand(inputs[i], s, how) for i, s, how in self.extra]
         out = self._launch(*self._anchor_operands(inputs), *extra)
-        if conv:
-            return out.permute(0, 3, 1, 2)
-        return out if self.final_shape == self.out_shape else out.view(self.final_shape)
+        return self.kind.fused_output(out, self.prog)
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -72,9 +65,9 @@ def try_fused(g, entry: dict[str, Any], env: dict, opts, reuse_output: bool) -> 
     spec = g.to_json()
     try:
         shapes = [tuple(i.meta["val"].shape) for i in g.inputs]
-        prog = mlir_group.group_program(spec, shapes)
-        kernel = mlir_group.load_fused(spec, prog, Schedule.from_json(entry["schedule"]), opts.cache_dir())
-        runner = FusedRunner(spec, prog, kernel, reuse_output=reuse_output)
+        prog = mlir_group.group_program(g.kind, spec, shapes)
+        kernel = mlir_group.load_fused(g.kind, spec, prog, Schedule.from_json(entry["schedule"]), opts.cache_dir())
+        runner = FusedRunner(spec, prog, kernel, g.kind, reuse_output=reuse_output)
     except mlir_group.NotFusable as e:
         return None, _NOT_FUSABLE + str(e)
     except Exception as e:      # the importer, the transform, the JIT or the link rejected it

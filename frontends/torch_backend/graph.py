@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from tilewise.frontends.torch_backend.group_kinds import GROUP_KINDS, ContractionGroup
+
 aten = torch.ops.aten
 
 UNARY = {aten.relu.default: "relu", aten.gelu.default: "gelu", aten.silu.default: "silu",
@@ -41,6 +43,8 @@ class GroupSpec:
     epilogue: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[fx.Node] = field(default_factory=list, repr=False)     # not persisted
     inputs: list[fx.Node] = field(default_factory=list, repr=False)    # not persisted
+    #: the anchor's group kind (``group_kinds``), chosen when the group is formed; not persisted
+    kind: ContractionGroup | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "anchor": self.anchor, "workload": self.workload, "ops": self.ops,
@@ -206,6 +210,6 @@ def find_groups(g: fx.Graph, params: set[fx.Node]) -> tuple[list[GroupSpec], lis
         taken.update(nodes)
         spec = GroupSpec(name=f"group{len(groups)}", anchor=kind, workload=wl,
                          ops=[op_name(x) for x in nodes], operands=operands, epilogue=epi,
-                         nodes=nodes, inputs=list(b.inputs))
+                         nodes=nodes, inputs=list(b.inputs), kind=GROUP_KINDS[kind])
         groups.append(spec)
     return groups, skipped

@@ -1,7 +1,7 @@
 """A fusion group through the torch-mlir FX importer: one fused MLIR kernel for anchor + epilogue.
 
-``group_program(spec, input_shapes)`` writes the group's computation as a small torch module of the
-kernel's arguments -- the activation, the packed weight ([K, N] for a matmul) and the epilogue's
+``group_program(kind, spec, input_shapes)`` (``kind``: the group's, :mod:`.group_kinds`) writes the
+group's computation as a small torch module of the kernel's arguments -- the activation, the packed weight ([K, N] for a matmul) and the epilogue's
 tensors -- and ``import_group`` runs it through ``torch_mlir.fx.export_and_import(...,
 output_type="linalg-on-tensors")``.  ``linalg_ops`` walks the imported function: the graph of linalg
 ops (``linalg.fill`` + ``linalg.matmul`` / ``linalg.batch_matmul`` + ``linalg.generic``
@@ -46,15 +46,15 @@ aten = torch.ops.aten
 def _anchor_out_shape(spec: dict[str, Any]) -> tuple[int, ...]:
     w = Workload.parse(spec["workload"])
     d = w.loop_dims
-    return (d["b"], d["m"], d["n"]) if spec["anchor"] == "batch_matmul" else (d["m"], d["n"])
+    return (d["b"], d["m"], d["n"]) if "b" in d else (d["m"], d["n"])
 
 
-def group_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """How the fused kernel is called: ``{"extra": [(input index, kernel shape)], "out_shape",
-    "final_shape", "steps"}`` -- the epilogue's tensor inputs, reshaped into the anchor's output
-    domain (its logical shape may be a view of it).  A conv group's program is
-    ``mlir_conv.conv_program``'s (NHWC domain).  Raises NotFusable."""
-    kind = group_kind(spec)
+def group_program(kind, spec: dict[str, Any], input_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """How the fused kernel of ``spec`` (a group of ``kind``, :mod:`.group_kinds`) is called:
+    ``{"extra": [(input index, kernel shape)], "out_shape", "final_shape", "steps"}`` -- the
+    epilogue's tensor inputs, reshaped into the anchor's output domain (its logical shape may be a
+    view of it).  A conv group's program is ``mlir_conv.conv_program``'s (NHWC domain).  Raises
+    NotFusable."""
     if not any(st["op"] != "view" for st in spec["epilogue"]):
         raise NotFusable("no elementwise epilogue to fuse")
     return kind.program(spec, input_shapes)
@@ -101,7 +101,7 @@ def contraction_program(spec: dict[str, Any], input_shapes: Sequence[Sequence[in
     return {"extra": extra, "out_shape": dom, "final_shape": cur, "steps": steps}
 
 
-class _Program(torch.nn.Module):
+class ContractionProgram(torch.nn.Module):
     """``epilogue(a @ b)`` of the kernel's arguments, in the anchor's output domain."""
 
     def __init__(self, steps: list[dict[str, Any]], batch: bool):
@@ -118,10 +118,9 @@ def contraction_arg_shapes(spec: dict[str, Any], prog: dict[str, Any]) -> list[t
     return [pre + (d["m"], d["k"]), pre + (d["k"], d["n"])] + [s for _, s in prog["extra"]]
 
 
-def import_group(spec: dict[str, Any], prog: dict[str, Any]):
+def import_group(kind, spec: dict[str, Any], prog: dict[str, Any]):
     """The group's program through the torch-mlir FX importer: an ``ir.Module`` of linalg on tensors."""
     from torch_mlir import fx as tfx
-    kind = group_kind(spec)
     example = [torch.zeros(s, dtype=torch.float32) for s in kind.arg_shapes(spec, prog)]
     module = kind.torch_program(spec, prog).eval()
     with torch.no_grad(), warnings.catch_warnings():
@@ -336,7 +335,7 @@ def fused_key(spec: dict[str, Any], prog: dict[str, Any], s: Schedule) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library_path: str) -> list[str]:
+def build_fused(kind, spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library_path: str) -> list[str]:
     """Import, prepare, schedule, lower, JIT and link the fused kernel into ``library_path``;
     returns the imported linalg op names.  Raises NotFusable, CompileError or ScheduleError."""
     from torch_mlir import ir
@@ -345,8 +344,7 @@ def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library
     w.kind.validate(w, s)
     if s.get("precision", w.dtype) != w.dtype:
         raise NotFusable("a reduced-precision schedule is not fused")
-    kind = group_kind(spec)
-    module = import_group(spec, prog)
+    module = import_group(kind, spec, prog)
     imported = [o["op"] for o in linalg_ops(module)]
     prepare(module, kind.rewrite(prog))
     threads = int(s.get("threads", 1))
@@ -357,71 +355,13 @@ def build_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, library
     return imported
 
 
-def load_fused(spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_dir: str | None):
+def load_fused(kind, spec: dict[str, Any], prog: dict[str, Any], s: Schedule, cache_dir: str | None):
     """A LibraryKernel for the fused group (built once per key into the compile cache)."""
     from tilewise.ir.compiler import LibraryKernel
     from tilewise.ir.ops.base import ArgSpec
-    shapes = group_kind(spec).arg_shapes(spec, prog)
+    shapes = kind.arg_shapes(spec, prog)
     specs = [ArgSpec(tuple(x), "f32") for x in shapes] + [ArgSpec(tuple(prog["out_shape"]), "f32", True)]
     from tilewise.frontends.torch_backend.kernels import cached_library
     path = cached_library(cache_dir, "fused-" + fused_key(spec, prog, s) + ".so",
-                          lambda tmp: build_fused(spec, prog, s, tmp))
+                          lambda tmp: build_fused(kind, spec, prog, s, tmp))
     return LibraryKernel(path, specs)
-
-
-# --- group kinds -----------------------------------------------------------------------------------
-class ContractionGroup:
-    """A matmul or batch-matmul anchor: ``epilogue(a @ b)`` in the anchor's output domain."""
-
-    def __init__(self, batch: bool):
-        self.batch = batch
-
-    def program(self, spec, input_shapes):
-        return contraction_program(spec, input_shapes)
-
-    def arg_shapes(self, spec, prog):
-        return contraction_arg_shapes(spec, prog)
-
-    def torch_program(self, spec, prog) -> torch.nn.Module:
-        return _Program(prog["steps"], self.batch)
-
-    def rewrite(self, prog) -> dict[str, int] | None:
-        """What :func:`prepare` rewrites first (None: the import is already in kernel form)."""
-        return None
-
-    def schedule(self, script, w, s: Schedule) -> None:
-        fused_schedule(script, w, s)
-
-
-class ConvGroup(ContractionGroup):
-    """A conv2d anchor, fused in NHWC/HWCF (``mlir_conv``)."""
-
-    def __init__(self):
-        super().__init__(batch=False)
-
-    def program(self, spec, input_shapes):
-        return mlir_conv.conv_program(spec, input_shapes)
-
-    def arg_shapes(self, spec, prog):
-        return mlir_conv.conv_arg_shapes(spec, prog)
-
-    def torch_program(self, spec, prog) -> torch.nn.Module:
-        return mlir_conv.ConvProgram(prog["steps"], prog["stride"], prog["pad"])
-
-    def rewrite(self, prog) -> dict[str, int] | None:
-        return {"pad": prog["pad"], "stride": prog["stride"]}
-
-    def schedule(self, script, w, s: Schedule) -> None:
-        mlir_conv.fused_conv_schedule(script, w, s)
-
-
-#: the fused group kinds by anchor; a group's kind is looked up once, by :func:`group_kind`
-GROUP_KINDS = {"matmul": ContractionGroup(batch=False), "batch_matmul": ContractionGroup(batch=True),
-               "conv2d": ConvGroup()}
-
-
-def group_kind(spec: dict[str, Any]) -> ContractionGroup:
-    kind = GROUP_KINDS.get(spec["anchor"])
-    if kind is None:
-        raise NotFusable(f"{spec['anchor']} groups are not fused (unfused kernel + eager epilogue)")
-    return kind

@@ -72,12 +72,11 @@ def _hwcf(w: torch.Tensor) -> torch.Tensor:
 class GroupRunner:
     """Callable: the group's external inputs in, the group's output value out."""
 
-    def __init__(self, spec: dict[str, Any], kernel, out_shape: Sequence[int], reuse_output: bool = False):
-        self.spec, self.kernel = spec, kernel
+    def __init__(self, spec: dict[str, Any], kernel, out_shape: Sequence[int], kind, reuse_output: bool = False):
+        self.spec, self.kernel, self.kind = spec, kernel, kind      # kind: the group's (group_kinds)
         #: the output never outlives a call of the graph (no alias reaches the graph's outputs): one
         #: buffer serves every call -- no allocation, no page faults on a fresh mapping per call
         self._buffer = torch.empty(tuple(out_shape), dtype=torch.float32) if reuse_output else None
-        self.anchor = spec["anchor"]
         self.out_shape = tuple(out_shape)    # the kernel's output buffer (NHWC for a conv)
         self._fn = kernel._fn
         self._packed: dict[str, _Packed] = {}
@@ -101,9 +100,8 @@ class GroupRunner:
 
     def _anchor_operands(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The anchor's two operands in the kernel's layouts (conv: NHWC activation, HWCF filter)."""
-        if self.anchor == "conv2d":
-            return self._operand("x", inputs), self._operand("w", inputs)
-        return self._operand("a", inputs), self._operand("b", inputs)
+        first, second = self.kind.operand_names
+        return self._operand(first, inputs), self._operand(second, inputs)
 
     def _launch(self, *operands: torch.Tensor) -> torch.Tensor:
         """Run the kernel on ``operands`` into the output buffer (reused, or fresh per call)."""
@@ -114,15 +112,14 @@ class GroupRunner:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = self._launch(*self._anchor_operands(inputs))
-        y = out.permute(0, 3, 1, 2) if self.anchor == "conv2d" else out
-        return self._epilogue(y, inputs)
+        return self._epilogue(self.kind.to_graph(out), inputs)
 
     def _epilogue(self, y: torch.Tensor, inputs) -> torch.Tensor:
         for step in self.spec["epilogue"]:
             op = step["op"]
             if op == "bias":
                 bias = inputs[step["input"]]
-                y.add_(bias.view(-1, 1, 1) if self.anchor == "conv2d" else bias)
+                y.add_(self.kind.bias_view(bias))
             elif op == "view":
                 y = y.reshape(step["shape"])
             elif op == "unary":

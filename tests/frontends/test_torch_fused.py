@@ -16,6 +16,7 @@ LOGGER = "tilewise.torch_backend"
 
 # the backend tests' models (SmallCNN: two conv + bias + ReLU groups, pooling, a linear); `opts` in conftest
 from .test_torch_backend import MLP, SmallCNN, check_batchnorm_updates_once_per_call, rel_error  # noqa: E402
+from tilewise.frontends.torch_backend.group_kinds import group_kind  # noqa: E402
 
 
 def _spec(m, n, k, epilogue, anchor="matmul"):
@@ -29,8 +30,8 @@ def _spec(m, n, k, epilogue, anchor="matmul"):
 def test_importer_gives_the_graph_of_linalg_ops():
     from tilewise.frontends.torch_backend import mlir_group as mg
     spec = _spec(8, 32, 16, [{"op": "bias", "input": 2}, {"op": "unary", "name": "gelu", "approximate": "none"}])
-    prog = mg.group_program(spec, [(8, 16), (16, 32), (32,)])
-    module = mg.import_group(spec, prog)
+    prog = mg.group_program(group_kind(spec), spec, [(8, 16), (16, 32), (32,)])
+    module = mg.import_group(group_kind(spec), spec, prog)
     ops = mg.linalg_ops(module)
     assert [o["op"] for o in ops] == ["linalg.fill", "linalg.matmul", "linalg.generic", "linalg.generic"]
     assert ops[2]["body"] == ["arith.addf"] and "math.erf" in ops[3]["body"]
@@ -41,7 +42,7 @@ def test_importer_gives_the_graph_of_linalg_ops():
     # a batch matmul with a scalar division (attention scores) goes through the importer too
     spec = _spec(2, 8, 8, [{"op": "binary", "name": "div", "alpha": 1, "scalar": 4.0}], anchor="batch_matmul")
     spec["workload"] = "batch_matmul:2x8x8x4:f32"
-    ops = mg.linalg_ops(mg.import_group(spec, mg.group_program(spec, [(2, 8, 4), (2, 4, 8)])))
+    ops = mg.linalg_ops(mg.import_group(group_kind(spec), spec, mg.group_program(group_kind(spec), spec, [(2, 8, 4), (2, 4, 8)])))
     assert [o["op"] for o in ops] == ["linalg.fill", "linalg.batch_matmul", "linalg.generic"]
 
 
@@ -57,9 +58,9 @@ def test_importer_gives_the_linalg_graph_of_a_conv_group():
     conv_2d_nhwc_hwcf on the NHWC / HWCF arguments, the epilogue one generic on its NHWC result."""
     from tilewise.frontends.torch_backend import mlir_group as mg
     spec = _conv_spec(1, 3, 8, 8, 4, 3, 2, 1, [{"op": "bias", "input": 2}, {"op": "unary", "name": "relu"}])
-    prog = mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3), (4,)])
+    prog = mg.group_program(group_kind(spec), spec, [(1, 3, 8, 8), (4, 3, 3, 3), (4,)])
     assert prog["out_shape"] == (1, 4, 4, 4) and prog["final_shape"] == (1, 4, 4, 4)
-    module = mg.import_group(spec, prog)
+    module = mg.import_group(group_kind(spec), spec, prog)
     ops = [o["op"] for o in mg.linalg_ops(module)]
     assert ops == ["linalg.transpose", "linalg.transpose", "linalg.fill", "linalg.conv_2d_nchw_fchw",
                    "linalg.transpose", "linalg.generic", "linalg.generic"]
@@ -72,13 +73,13 @@ def test_importer_gives_the_linalg_graph_of_a_conv_group():
            "%arg3: tensor<1x4x4x4xf32>)" in text
     # no padding: no scratch buffer, the conv reads the argument itself
     spec = _conv_spec(1, 3, 8, 8, 4, 3, 1, 0, [{"op": "unary", "name": "relu"}])
-    module = mg.import_group(spec, mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3)]))
+    module = mg.import_group(group_kind(spec), spec, mg.group_program(group_kind(spec), spec, [(1, 3, 8, 8), (4, 3, 3, 3)]))
     assert mg.prepare(module, {"pad": 0, "stride": 1}) == ["linalg.fill", "linalg.conv_2d_nhwc_hwcf",
                                                           "linalg.generic"]
     # a view inside a conv epilogue keeps the unfused path
     spec = _conv_spec(1, 3, 8, 8, 4, 3, 1, 1, [{"op": "view", "shape": [1, 256]}, {"op": "unary", "name": "relu"}])
     with pytest.raises(mg.NotFusable, match="view"):
-        mg.group_program(spec, [(1, 3, 8, 8), (4, 3, 3, 3)])
+        mg.group_program(group_kind(spec), spec, [(1, 3, 8, 8), (4, 3, 3, 3)])
 
 
 # --- fused kernels vs eager ---------------------------------------------------------------------------
@@ -89,10 +90,10 @@ def test_fused_linear_activation_matches_eager(act, threads, tmp_path):
     from tilewise.core.schedule import Schedule
     m, n, k = 48, 128, 96
     spec = _spec(m, n, k, [{"op": "bias", "input": 2}, {"op": "unary", "name": act}])
-    prog = mg.group_program(spec, [(m, k), (k, n), (n,)])
+    prog = mg.group_program(group_kind(spec), spec, [(m, k), (k, n), (n,)])
     s = Schedule(tile=(0, 16, 96), reg_tile=(6, 16), promote=True, vectorize=True, unroll=1, threads=threads,
                  parallel_dim="n", precision="f32", interchange=(0, 1, 2))
-    runner = FusedRunner(spec, prog, mg.load_fused(spec, prog, s, str(tmp_path)))
+    runner = FusedRunner(spec, prog, mg.load_fused(group_kind(spec), spec, prog, s, str(tmp_path)), group_kind(spec))
     torch.manual_seed(0)
     x, w, b = torch.randn(m, k), torch.randn(k, n), torch.randn(n)
     assert rel_error(runner(x, w, b), getattr(F, act)(x @ w + b)) <= 1e-4
@@ -105,11 +106,11 @@ def test_fused_conv_bias_relu_matches_eager(stride, pad, threads, tmp_path):
     from tilewise.core.schedule import Schedule
     n, c, h, w, f = 2, 8, 12, 11, 24
     spec = _conv_spec(n, c, h, w, f, 3, stride, pad, [{"op": "bias", "input": 2}, {"op": "unary", "name": "relu"}])
-    prog = mg.group_program(spec, [(n, c, h, w), (f, c, 3, 3), (f,)])
+    prog = mg.group_program(group_kind(spec), spec, [(n, c, h, w), (f, c, 3, 3), (f,)])
     # a cache tile (oh 2, ow 4, f 12), a register tile that does not divide ow, 4 channels a step
     s = Schedule(tile=[2, 4, 12, 0], reg_tile=[3, 8], c_tile=4, vectorize=True, threads=threads,
                  parallel_dim="oh" if stride == 1 else "f", precision="f32")
-    runner = FusedRunner(spec, prog, mg.load_fused(spec, prog, s, str(tmp_path)))
+    runner = FusedRunner(spec, prog, mg.load_fused(group_kind(spec), spec, prog, s, str(tmp_path)), group_kind(spec))
     torch.manual_seed(0)
     x, wt, b = torch.randn(n, c, h, w), torch.randn(f, c, 3, 3), torch.randn(f)
     ref = F.relu(F.conv2d(x, wt, b, stride=stride, padding=pad))
@@ -127,11 +128,11 @@ def test_fused_conv_with_a_residual_and_gelu_matches_eager(tmp_path):
            {"op": "binary", "name": "add", "alpha": 1, "input": 3},
            {"op": "binary", "name": "mul", "alpha": 1, "input": 4}]
     spec = _conv_spec(n, c, h, w, f, 3, 1, 1, epi)
-    prog = mg.group_program(spec, [(n, c, h, w), (f, c, 3, 3), (f,), (n, f, h, w), (f, 1, 1)])
+    prog = mg.group_program(group_kind(spec), spec, [(n, c, h, w), (f, c, 3, 3), (f,), (n, f, h, w), (f, 1, 1)])
     assert [e[2] for e in prog["extra"]] == ["channel", "nchw", "nchw"]
     s = Schedule(tile=[0, 0, 0, 0], reg_tile=[4, 16], c_tile=1, vectorize=True, threads=1, parallel_dim="oh",
                  precision="f32")
-    runner = FusedRunner(spec, prog, mg.load_fused(spec, prog, s, str(tmp_path)))
+    runner = FusedRunner(spec, prog, mg.load_fused(group_kind(spec), spec, prog, s, str(tmp_path)), group_kind(spec))
     torch.manual_seed(0)
     x, wt, b = torch.randn(n, c, h, w), torch.randn(f, c, 3, 3), torch.randn(f)
     res, scale = torch.randn(n, f, h, w), torch.randn(f, 1, 1)
@@ -201,8 +202,8 @@ def test_wrong_fused_kernel_is_caught_by_the_check(opts, monkeypatch, caplog):
     from tilewise.frontends.torch_backend import mlir_group as mg
     real = mg.group_program
 
-    def without_activation(spec, shapes):
-        prog = real(spec, shapes)
+    def without_activation(kind, spec, shapes):
+        prog = real(kind, spec, shapes)
         return {**prog, "steps": [s for s in prog["steps"] if s["op"] != "unary"]}
     monkeypatch.setattr(mg, "group_program", without_activation)
     caplog.set_level(logging.INFO, LOGGER)
