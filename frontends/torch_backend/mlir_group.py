@@ -1,8 +1,8 @@
 """A fusion group through the torch-mlir FX importer: one fused MLIR kernel for anchor + epilogue.
 
 ``group_program(kind, spec, input_shapes)`` (``kind``: the group's, :mod:`.group_kinds`) writes the
-group's computation as a small torch module of the kernel's arguments -- the activation, the packed weight ([K, N] for a matmul) and the epilogue's
-tensors -- and ``import_group`` runs it through ``torch_mlir.fx.export_and_import(...,
+group's computation as a small torch module of the kernel's arguments -- the activation, the packed
+weight ([K, N] for a matmul) and the epilogue's tensors -- and ``import_group`` runs it through ``torch_mlir.fx.export_and_import(...,
 output_type="linalg-on-tensors")``.  ``linalg_ops`` walks the imported function: the graph of linalg
 ops (``linalg.fill`` + ``linalg.matmul`` / ``linalg.batch_matmul`` + ``linalg.generic``
 consumers).  ``prepare`` turns it into the kernel form the tilewise pipeline runs:
