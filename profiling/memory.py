@@ -9,11 +9,9 @@ and :func:`tilewise.profiling.measure.make_problem` calls it before it allocates
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import TYPE_CHECKING
 
-from tilewise.ir.dtypes import DTYPES
 
 if TYPE_CHECKING:
     from tilewise.core.workload import Workload
@@ -24,9 +22,8 @@ class BuffersTooLarge(ValueError):
 
 
 def buffer_bytes(w: "Workload", precision: str | None = None) -> int:
-    """Bytes of the kernel's argument buffers (inputs and outputs) of ``w`` in ``precision``: exact
-    integers, as absurd shapes overflow numpy's int64 (``OpKind.bytes_moved``) with a warning."""
-    return sum(math.prod(a.shape) * DTYPES[a.dtype].nbytes for a in w.kind.args(w, precision or w.dtype))
+    """Bytes of the kernel's argument buffers of ``w`` in ``precision`` (``OpKind.buffer_bytes``)."""
+    return w.kind.buffer_bytes(w, precision)
 
 
 def available_memory_bytes() -> int | None:

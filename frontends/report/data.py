@@ -32,7 +32,6 @@ from typing import Any, Iterable
 
 from tilewise.core.record import Record
 from tilewise.datasets.runs import RunTiming, TuningRun
-from tilewise.ir.dtypes import DTYPES
 from tilewise.core.workload import Workload
 from tilewise.core.target import Target
 
@@ -47,8 +46,7 @@ _GPU_STORAGE = {"tf32": "f32", "f8e4m3": "i8"}
 def workload_bytes(w: Workload, precision: str | None = None) -> float:
     """Compulsory traffic: every operand read once, every output written once."""
     p = precision or w.dtype
-    p = _GPU_STORAGE.get(p, p)
-    return float(sum(math.prod(a.shape) * DTYPES[a.dtype].nbytes for a in w.kind.args(w, p)))
+    return float(w.kind.buffer_bytes(w, _GPU_STORAGE.get(p, p)))
 
 
 def _gflops(w: Workload, seconds: float | None) -> float | None:

@@ -15,6 +15,7 @@ Implementations register with ``@register("name")`` and are looked up with :func
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -115,8 +116,15 @@ class OpKind(ABC):
     def flops(self, w: "Workload") -> float:
         ...
 
+    def buffer_bytes(self, w: "Workload", precision: str | None = None) -> int:
+        """Bytes of the kernel's argument buffers (every input read once, every output written once)
+        in ``precision`` (default: the workload's dtype); exact integers, so an absurd shape is
+        measured, not wrapped past int64."""
+        return sum(math.prod(a.shape) * DTYPES[a.dtype].nbytes for a in self.args(w, precision or w.dtype))
+
     def bytes_moved(self, w: "Workload") -> float:
-        return float(sum(np.prod(a.shape) * DTYPES[a.dtype].nbytes for a in self.args(w, w.dtype)))
+        """Compulsory traffic in the workload's dtype (the roofline's and the features' bytes)."""
+        return float(self.buffer_bytes(w))
 
     # -- knobs -----------------------------------------------------------------------------------
     @abstractmethod
