@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     t_threads = max(1, args.threads)
-    try:   # the first T cores this process may use (what tilewise.profiling.ab pins the A/B to)
+    try:   # the first T cores this process may use (the timing cores tilewise's A/B re-timing runs on)
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:t_threads])
     except (AttributeError, OSError):
         pass

@@ -63,7 +63,7 @@ from typing import Iterable, Mapping, Sequence
 from tilewise.core.candidate import Candidate
 from tilewise.core.schedule import Schedule
 from tilewise.core.workload import Workload
-from tilewise.profiling.ab import time_ab_in_child
+from tilewise.profiling.ab import ab_timings, all_failed
 from tilewise.profiling.base import ABTimings, Runner, RunnerConfig, register_runner
 from tilewise.profiling.baseline import BaselineProcess
 from tilewise.profiling.build import Builder, BuildWorker, build_shared_library
@@ -129,17 +129,49 @@ class LocalRunner(Runner):
 
     def time_ab(self, workload: Workload, schedules: Mapping[str, Schedule], *, rounds: int,
                 runs_per_round: int, threads: int = 1) -> ABTimings:
-        """The re-timing of the contract in a child process of its own (:mod:`tilewise.profiling.ab`:
-        JIT-compiled there, checked, own output buffers, round-robin with the library baseline),
-        on the first ``threads`` timing cores with its BLAS capped at ``threads``."""
-        request = {"workload": workload.to_json(), "schedules": {k: s.to_json() for k, s in schedules.items()},
-                   "rounds": rounds, "runs_per_round": runs_per_round, "threads": threads,
-                   "seed": self.config.seed, "cores": self._cores(threads)}
-        timeout_s = (len(schedules) + 1) * self.config.run_timeout_s + len(schedules) * self.config.build_timeout_s
+        """The re-timing of the contract (:mod:`tilewise.profiling.ab`): the schedules built by the
+        build workers, then loaded, checked and timed round-robin with the library baseline by the
+        timing process, on the first ``threads`` timing cores (BLAS capped at ``threads``)."""
+        names = list(schedules)
         with self._lock:
             if not self._finalizer.alive:
                 raise RuntimeError("this runner is closed")
-            return time_ab_in_child(request, timeout_s)
+            while len(self._workers) < self.config.build_workers:
+                self._workers.append(self._new_worker())
+            builds = _BuildBatch(self, [Candidate(workload, schedules[k]) for k in names])
+            failed = {names[i]: m for i, m in enumerate(builds.run()) if i not in builds.libraries}
+            libraries = {names[i]: path for i, path in builds.libraries.items()}
+            try:
+                request = {"kind": "ab", "workload": workload.to_json(), "libraries": libraries,
+                           "precisions": {k: schedules[k].get("precision", workload.dtype) for k in libraries},
+                           "rounds": rounds, "runs_per_round": runs_per_round, "threads": threads,
+                           "seed": self.config.seed, "cores": self._cores(threads)}
+                ab = self._ask_timer(request, names, (len(libraries) + 1) * self.config.run_timeout_s)
+            finally:
+                for path in libraries.values():
+                    _remove(path)
+        return ABTimings({k: failed.get(k) or ab.measurements[k] for k in names}, ab.reference, ab.reference_name)
+
+    def _ask_timer(self, request: dict, names: list[str], timeout_s: float) -> ABTimings:
+        """One A/B request to the timing process, waited for; a crash or an overrun is data."""
+        timer = self._timer
+        try:
+            timer.submit("ab", request, timeout_s)
+        except RuntimeError as e:               # it did not start
+            return all_failed(names, "runtime_error", str(e))
+        ready = mpc.wait([timer], max(0.0, timer.deadline - time.monotonic()))
+        timer.finish()
+        if not ready:
+            self._kill_timer()
+            return all_failed(names, "timeout", f"the A/B re-timing exceeded {timeout_s:g} s")
+        answer = timer.receive()
+        if answer is None:
+            why = self._kill_timer()
+            return all_failed(names, "runtime_error",
+                              f"a kernel crashed the timing process in the A/B re-timing: {why}")
+        if "measurements" not in answer:
+            return all_failed(names, answer.get("status", "runtime_error"), answer.get("error_msg", ""))
+        return ab_timings(answer)
 
     def reference(self, workload: Workload, threads: int = 1) -> Measurement:
         """The library baseline (:class:`~tilewise.profiling.baseline.BaselineProcess`), ``repeats`` runs."""
@@ -204,7 +236,8 @@ class _Batch:
         try:
             while self.left:
                 self._dispatch()
-                self._wait()
+                if self.left:
+                    self._wait()
         finally:
             if self.left:
                 self._abandon()
@@ -227,12 +260,16 @@ class _Batch:
         self.results[i] = m
         self.left -= 1
 
-    def _dispatch(self) -> None:
-        workers, timer = self.runner._workers, self.runner._timer
+    def _dispatch_builds(self) -> None:
+        workers = self.runner._workers
         for w in workers:
             if w.state == "idle" and self.to_build and len(self.built) < 2 * len(workers):
                 i = self.to_build.popleft()
                 w.submit(i, self.candidates[i], self.runner._library_path(), self.config.build_timeout_s)
+
+    def _dispatch(self) -> None:
+        self._dispatch_builds()
+        timer = self.runner._timer
         if not timer.busy and self.built:
             i, path, compile_s = self.built.popleft()
             request = self.runner._timing_request(self.candidates[i], path)
@@ -313,6 +350,30 @@ class _Batch:
             w.deadline += msg.get("paused_s", 0.0)
         self._record(i, Measurement(msg["status"], msg.get("error_msg", ""), tuple(msg.get("times_s", ())),
                                     msg.get("rel_error"), compile_s))
+
+
+class _BuildBatch(_Batch):
+    """Build only (for ``time_ab``): ``libraries[i]`` is candidate i's library, which the caller
+    removes; a failed build's Measurement is in ``run()``'s list as in a batch."""
+
+    def __init__(self, runner: LocalRunner, candidates: list[Candidate]):
+        super().__init__(runner, candidates)
+        self.libraries: dict[int, str] = {}
+
+    def run(self) -> list[Measurement]:
+        try:
+            return super().run()
+        except BaseException:
+            for path in self.libraries.values():
+                _remove(path)
+            raise
+
+    def _dispatch(self) -> None:
+        self._dispatch_builds()
+        while self.built:
+            i, path, compile_s = self.built.popleft()
+            self.libraries[i] = path
+            self._record(i, Measurement("ok", "built, not timed", compile_time_s=compile_s))
 
 
 @register_runner("replay")

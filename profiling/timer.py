@@ -18,6 +18,9 @@ and one line out: ``{"status": ok|wrong_result|runtime_error, "error_msg", "time
 random values and their float64 reference, cached for the next candidates with that seed, copied
 into buffers that stay put: see :class:`Inputs`), poison the outputs, run once and compare; then
 stop the ``pause_groups`` (build workers), warm up and time (``measure.time_runs``), continue them.
+
+A request with ``"kind": "ab"`` is the tuner's final re-timing of its finalists against the library
+baseline instead (:func:`tilewise.profiling.ab.serve_ab`; its answer is one line as well).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import sys
 import time
 from collections import OrderedDict
 
+from tilewise.profiling.ab import serve_ab
 from tilewise.profiling.procs import ask_to_exit, exit_reason, kill_child, tail
 
 #: environment of the timing process: single-threaded BLAS for the references
@@ -247,7 +251,8 @@ def _serve() -> None:
     protocol.flush()
     for line in sys.stdin:
         try:
-            reply = _measure(json.loads(line), inputs)
+            req = json.loads(line)
+            reply = serve_ab(req, _place_threads) if req.get("kind") == "ab" else _measure(req, inputs)
         except Exception as e:          # noqa: BLE001  (a bug here is reported, not a hang)
             reply = {"status": "runtime_error", "error_msg": f"timing process error: {type(e).__name__}: {e}"}
         protocol.write(json.dumps(reply) + "\n")

@@ -217,6 +217,7 @@ def test_real_candidates_are_checked_and_timed():
 
 @pytest.mark.jit
 def test_the_ab_retimes_round_robin_with_the_baseline_in_a_process_of_its_own(target):
+    """Built by the build workers, timed by the timing process, the baseline in its own process."""
     schedules = {"default": SMALL.kind.default_schedule(SMALL, target), "candidate1": GOOD[1],
                  "broken": Schedule(reg_tile=[4, 0])}
     with LocalRunner(RunnerConfig(build_workers=1)) as runner:
@@ -229,14 +230,24 @@ def test_the_ab_retimes_round_robin_with_the_baseline_in_a_process_of_its_own(ta
     assert ab.reference.ok and len(ab.reference.times_s) == 2 * 3 and ab.reference_name == "numpy"
 
 
-def test_an_ab_that_overruns_is_data_not_a_crash():
-    from tilewise.profiling.ab import time_ab_in_child
-    request = {"workload": SMALL.to_json(), "schedules": {"default": GOOD[0].to_json()}, "rounds": 1,
-               "runs_per_round": 1, "threads": 1, "seed": 0, "cores": [0]}
-    ab = time_ab_in_child(request, timeout_s=0.01)
-    assert ab.measurements["default"].status == "timeout" and ab.reference.status == "timeout"
-    with LocalRunner(RunnerConfig(build_workers=1)) as runner:
-        pass
+@pytest.mark.jit
+def test_an_ab_that_overruns_or_crashes_is_data_not_a_crash(fault_libraries):
+    """The A/B runs in the runner's timing process: a finalist that hangs or crashes it makes every
+    entry a timeout / runtime_error; the runner starts a fresh timing process and goes on."""
+    config = RunnerConfig(build_workers=1, run_timeout_s=0.5)
+    with LocalRunner(config, builder=FaultBuilder(fault_libraries)) as runner:
+        tiny = Workload.parse("matmul:16x16x16:f32")
+        ab = runner.time_ab(tiny, {"default": GOOD[1], "hang": Schedule(fault="hang")}, rounds=1, runs_per_round=1)
+        assert {m.status for m in ab.measurements.values()} == {"timeout"} and ab.reference.status == "timeout"
+        assert "exceeded" in ab.measurements["default"].error_msg
+        ab = runner.time_ab(tiny, {"default": GOOD[1], "crash": Schedule(fault="crash_timed")}, rounds=2,
+                            runs_per_round=1)
+        assert {m.status for m in ab.measurements.values()} == {"runtime_error"}
+        assert "SIGSEGV" in ab.measurements["default"].error_msg
+        ab = runner.time_ab(tiny, {"default": GOOD[1], "broken": Schedule(fault="build_crash")}, rounds=1,
+                            runs_per_round=2)
+        assert ab.measurements["default"].ok and len(ab.measurements["default"].times_s) == 2
+        assert ab.measurements["broken"].status == "compile_error" and ab.reference.ok
     with pytest.raises(RuntimeError, match="closed"):
         runner.time_ab(SMALL, {"default": GOOD[0]}, rounds=1, runs_per_round=1)
 
