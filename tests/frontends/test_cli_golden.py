@@ -6,6 +6,8 @@ and review the diff of ``golden_cli/``.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.frontends import cli_golden as golden
@@ -14,6 +16,24 @@ from tests.frontends import cli_golden as golden
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
     return golden.build_fixtures(tmp_path_factory.mktemp("cli_golden_fixtures"))
+
+
+#: cases that compile no kernel run this many at a time (each is a subprocess of its own, in a folder
+#: of its own; most of a case is the CLI's start-up): the module takes about half as long on 2 cores
+CONCURRENT_CASES = 2
+
+
+@pytest.fixture(scope="module")
+def no_jit_outputs(request):
+    """The normalised output of every selected case that compiles no kernel, run concurrently; the
+    JIT cases (which time kernels) run one at a time in their own test."""
+    cases = [item.callspec.params["case"] for item in request.session.items
+             if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params]
+    cases = [c for c in cases if not c.jit]
+    fixtures = request.getfixturevalue("fixtures") if any(c.fixtures for c in cases) else None
+    with ThreadPoolExecutor(CONCURRENT_CASES) as pool:
+        outputs = pool.map(lambda c: golden.actual(c, fixtures if c.fixtures else None), cases)
+        return dict(zip((c.name for c in cases), outputs))
 
 
 def _param(case: golden.Case):
@@ -25,7 +45,10 @@ def test_cli_output_matches_golden(case, request):
     path = golden.golden_path(case)
     assert path.exists(), f"no golden file {path.name}: python -m tests.frontends.cli_golden --write {case.name}"
     expected = path.read_text(encoding="utf-8")
-    got = golden.actual(case, request.getfixturevalue("fixtures") if case.fixtures else None)
+    if case.jit:
+        got = golden.actual(case, request.getfixturevalue("fixtures") if case.fixtures else None)
+    else:
+        got = request.getfixturevalue("no_jit_outputs")[case.name]
     if got != expected:
         pytest.fail(f"{case.name}: the CLI's normalised output differs from {path.name} "
                     f"(regenerate with python -m tests.frontends.cli_golden --write {case.name} if the change "
