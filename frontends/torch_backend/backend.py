@@ -5,8 +5,9 @@ groups (``graph.py``), give each a kernel (schedule from the database / cost mod
 ``kernels.py``), replace each group's nodes by one call of its runner (``runtime.py``), and return
 the rewritten aten GraphModule; every op outside a group runs in eager PyTorch.
 
-Never a wrong answer: a graph that needs autograd, has symbolic (dynamic) shapes, or fails to
-trace runs as dynamo gave it (eager), and an anchor whose dtype, attributes or kernel build are not
+A graph with symbolic (dynamic) sizes is lowered per concrete shape when it is called
+(``dynamic.py``).  Never a wrong answer: a graph that needs autograd or fails to trace runs as
+dynamo gave it (eager), and an anchor whose dtype, attributes or kernel build are not
 supported stays an eager op -- each with one log line (logger ``tilewise.torch_backend``).
 
 Fusion decision: in ``"default"`` mode an anchor's elementwise consumers always join its group --
@@ -27,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 
-from tilewise.frontends.torch_backend import cache, fused, kernels, profile
+from tilewise.frontends.torch_backend import cache, dynamic, fused, kernels, profile
 from tilewise.frontends.torch_backend.graph import TRANSPOSES, VIEWS, GroupSpec, find_groups, op_name
 from tilewise.frontends.torch_backend.options import BackendOptions
 from tilewise.frontends.torch_backend.runtime import GroupRunner
@@ -47,17 +48,15 @@ def backend(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None 
 
 
 def _why_not(gm: fx.GraphModule, example_inputs: list) -> str | None:
-    for x in example_inputs:
-        if not isinstance(x, torch.Tensor):
-            return f"dynamic shapes (a symbolic {type(x).__name__} input)"
-        if any(not isinstance(d, int) for d in x.shape):
-            return "dynamic shapes (symbolic tensor sizes)"
-    if torch.is_grad_enabled() and any(x.requires_grad for x in example_inputs):
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in example_inputs):
         return "training mode (autograd needs the backward pass; run under torch.no_grad() or inference_mode())"
     return None
 
 
 def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions):
+    if dynamic.is_symbolic(example_inputs):
+        log.info("tilewise: a graph with symbolic sizes: lowered per concrete shape when called")
+        return dynamic.ShapeSpecializer(gm, opts, compile_graph)
     t0 = time.perf_counter()
     graph_id = profile.next_graph_id()
     reason = _why_not(gm, example_inputs)

@@ -29,7 +29,10 @@ def plan_key(ag, example_inputs, opts: BackendOptions) -> str:
     parts = [ag.code, kernels.target().key(), tw_version, torch.__version__, opts.mode,
              str(opts.resolved_threads()), repr(opts.max_rel_error), str(opts.db), f"fuse={opts.fuse}"]
     for x in example_inputs:
-        parts.append(f"{tuple(x.shape)}|{tuple(x.stride())}|{x.dtype}|{isinstance(x, torch.nn.Parameter)}")
+        if isinstance(x, torch.Tensor):
+            parts.append(f"{tuple(x.shape)}|{tuple(x.stride())}|{x.dtype}|{isinstance(x, torch.nn.Parameter)}")
+        else:                   # a size dynamo passes as an int (a graph lowered per shape)
+            parts.append(f"{type(x).__name__}={x!r}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

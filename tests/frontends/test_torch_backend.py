@@ -175,16 +175,58 @@ def test_training_mode_falls_back_to_eager(opts, caplog):
     assert any("training mode" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 
 
-def test_dynamic_shapes_fall_back(opts, caplog):
+def _kernel_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if re.search(r"graph \d+: \d+ fused kernel", r.getMessage())]
+
+
+def test_dynamic_shapes_are_lowered_per_shape(opts, caplog):
+    """dynamic=True: dynamo compiles once with symbolic sizes; each concrete shape gets its own
+    tilewise kernels when first called, a repeated shape reuses them, every output matches eager."""
+    from tilewise.frontends.torch_backend.dynamic import ShapeSpecializer
     caplog.set_level(logging.INFO, LOGGER)
     torch.manual_seed(0)
     model = MLP(act=F.relu).eval()
-    compiled = torch.compile(model, backend="tilewise", options=opts, dynamic=True)
+    made: list = []
+    real_init = ShapeSpecializer.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        made.append(self)
+    ShapeSpecializer.__init__ = spy
+    try:
+        compiled = torch.compile(model, backend="tilewise", options=opts, dynamic=True)
+        with torch.no_grad():
+            for rows in (5, 9, 5, 12):
+                x = torch.randn(rows, 64)
+                assert rel_error(compiled(x), model(x)) <= 1e-5
+    finally:
+        ShapeSpecializer.__init__ = real_init
+    assert not any("runs in eager PyTorch" in r.getMessage() for r in caplog.records)
+    assert len(made) == 1 and made[0].specialised == 3          # 5, 9, 12: the second 5 is a hit
+    lines = _kernel_lines(caplog)
+    assert len(lines) == 3 and all(re.search(r": 2 fused kernel", ln) for ln in lines), lines
+
+
+def test_a_second_shape_does_not_recompile_to_eager(opts, caplog):
+    """Without dynamic=True: dynamo recompiles once with symbolic sizes when it meets a second
+    sequence length (automatic dynamic shapes); from then on every length runs tilewise kernels
+    and dynamo compiles nothing more."""
+    from torch._dynamo.utils import counters
+    caplog.set_level(logging.INFO, LOGGER)
+    torch.manual_seed(0)
+    model = EncoderBlock().eval()
+    compiled = torch.compile(model, backend="tilewise", options=opts)
     with torch.no_grad():
-        for rows in (5, 9):
-            x = torch.randn(rows, 64)
-            assert rel_error(compiled(x), model(x)) <= 1e-5
-    assert any("dynamic shapes" in r.getMessage() for r in caplog.records)
+        for seq in (8, 16):
+            x = torch.randn(2, seq, 64)
+            assert rel_error(compiled(x), model(x)) <= 1e-4
+        frames = counters["stats"]["unique_graphs"]
+        for seq in (24, 12, 16, 40):
+            x = torch.randn(2, seq, 64)
+            assert rel_error(compiled(x), model(x)) <= 1e-4
+        assert counters["stats"]["unique_graphs"] == frames     # no recompilation after the second shape
+    assert not any("runs in eager PyTorch" in r.getMessage() for r in caplog.records)
+    assert len(_kernel_lines(caplog)) == 5                      # 8 static; then 16, 24, 12, 40 (16 again: a hit)
 
 
 def test_weight_updates_are_seen(opts):
