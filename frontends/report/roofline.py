@@ -22,22 +22,17 @@ persisted) and reused until ``refresh``.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-import numpy as np
 
 from tilewise.core.paths import cache_home
 from tilewise.core.target import Target
-
-_ACCUMULATORS = 12
+from tilewise.profiling.hardware import FmaLoop, sgemm_gflops, stream_gbs
 
 
 @dataclass(frozen=True)
@@ -133,120 +128,14 @@ def measure(target: Target, *, on_step: Callable[[str], None] | None = None) -> 
     notes: list[str] = []
     step("FMA loop")
     try:
-        loop = _FmaLoop(max(4, target.simd_bits // 32))
+        loop = FmaLoop(max(4, target.simd_bits // 32))
         fma = {t: loop.gflops(t) for t in threads}
     except Exception as e:      # no JIT here: SGEMM stands in for the compute ceiling
         notes.append(f"FMA loop not measured ({str(e).splitlines()[0][:160]}); SGEMM is the compute ceiling")
     step("SGEMM")
-    sgemm = {t: _sgemm_gflops(t) for t in threads}
+    sgemm = {t: sgemm_gflops(t) for t in threads}
     step("memory bandwidth")
     llc = max(dict(target.cache_bytes).values(), default=32 << 20)
-    bw = {t: _stream_gbs(t, max(4 * llc, 64 << 20)) for t in threads}
-    cache_bw = {t: _stream_gbs(t, llc // 6, inner=20) for t in threads}
+    bw = {t: stream_gbs(t, max(4 * llc, 64 << 20)) for t in threads}
+    cache_bw = {t: stream_gbs(t, llc // 6, inner=20) for t in threads}
     return Roofline(target.key(), fma, sgemm, bw, cache_bw, notes=tuple(notes))
-
-
-def _median_rate(work: float, fn: Callable[[], object], runs: int = 5, rounds: int = 3) -> float:
-    """``work`` per second: the median of ``runs`` timings, best of ``rounds`` such medians (a
-    ceiling is what the machine can do; another process stealing a core only ever lowers it)."""
-    fn()
-    medians = []
-    for _ in range(rounds):
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        medians.append(statistics.median(times))
-    return work / min(medians)
-
-
-def _sgemm_gflops(threads: int, n: int = 1024) -> float:
-    from threadpoolctl import threadpool_limits
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c = np.empty((n, n), dtype=np.float32)
-    with threadpool_limits(threads):
-        return _median_rate(2.0 * n ** 3, lambda: np.matmul(a, b, out=c)) / 1e9
-
-
-def _stream_gbs(threads: int, array_bytes: int, inner: int = 1) -> float:
-    """GB/s of copy and add on float64 arrays of ``array_bytes``, each call repeated ``inner``
-    times inside one timed run (small arrays: the thread pool's overhead stays out of it)."""
-    n = array_bytes // 8
-    a, b, c = (np.full(n, v, dtype=np.float64) for v in (0.0, 1.0, 2.0))
-    bounds = np.linspace(0, n, threads + 1).astype(int)
-    chunks = list(zip(bounds[:-1], bounds[1:]))
-    with ThreadPoolExecutor(threads) as pool:
-        def parallel(op):
-            def chunk(ij):
-                for _ in range(inner):
-                    op(*ij)
-            return lambda: list(pool.map(chunk, chunks))
-        copy = _median_rate(16.0 * n * inner, parallel(lambda i, j: np.copyto(a[i:j], b[i:j])))
-        add = _median_rate(24.0 * n * inner, parallel(lambda i, j: np.add(b[i:j], c[i:j], out=a[i:j])))
-    return max(copy, add) / 1e9
-
-
-class _FmaLoop:
-    """``fma_loop(n, out)``: n iterations of 12 independent ``vector.fma`` on vector<Wxf32>."""
-
-    def __init__(self, lanes: int):
-        from torch_mlir import execution_engine, ir, passmanager
-        self.lanes = lanes
-        self._ctx = ir.Context()
-        with self._ctx, ir.Location.unknown():
-            module = ir.Module.parse(_fma_source(lanes))
-            passmanager.PassManager.parse(
-                "builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
-                "convert-vector-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
-                "reconcile-unrealized-casts)").run(module.operation)
-            self._engine = execution_engine.ExecutionEngine(module, opt_level=3)
-
-    def _run(self, iterations: int) -> None:
-        from tilewise.ir.compiler import _descriptor
-        out = np.zeros(self.lanes, dtype=np.float32)
-        desc = _descriptor(out)
-        n = ctypes.c_longlong(iterations)
-        self._engine.invoke("fma_loop", ctypes.pointer(n), ctypes.pointer(ctypes.pointer(desc)))
-        if not abs(float(out[0]) - _ACCUMULATORS * _fixed_point(iterations)) < 1e-2:
-            raise RuntimeError(f"FMA loop computed {out[0]}, not {_ACCUMULATORS * _fixed_point(iterations)}")
-
-    def gflops(self, threads: int, iterations: int = 10_000_000) -> float:
-        flops = 2.0 * self.lanes * _ACCUMULATORS * iterations * threads
-        self._run(1000)
-        with ThreadPoolExecutor(threads) as pool:
-            return _median_rate(flops, lambda: list(pool.map(self._run, [iterations] * threads))) / 1e9
-
-
-def _fixed_point(iterations: int) -> float:
-    """acc <- acc * 0.999 + 0.001 from 0: 1 - 0.999^n (in f32 it settles at ~1)."""
-    return 1.0 - 0.999 ** min(iterations, 100_000)
-
-
-def _fma_source(lanes: int) -> str:
-    v = f"vector<{lanes}xf32>"
-    names = [f"%a{i}" for i in range(_ACCUMULATORS)]
-    results = [f"%r{i}" for i in range(_ACCUMULATORS)]
-    body = "\n".join(f"    %n{i} = vector.fma {a}, %x, %y : {v}" for i, a in enumerate(names))
-    total, sums = results[0], []
-    for i, r in enumerate(results[1:], 1):
-        sums.append(f"  %s{i} = arith.addf {total}, {r} : {v}")
-        total = f"%s{i}"
-    return f"""
-func.func @fma_loop(%n: index, %out: memref<{lanes}xf32>) attributes {{llvm.emit_c_interface}} {{
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %z = arith.constant dense<0.0> : {v}
-  %x = arith.constant dense<0.999> : {v}
-  %y = arith.constant dense<0.001> : {v}
-  {", ".join(results)} = scf.for %i = %c0 to %n step %c1 iter_args({", ".join(f"{a} = %z" for a in names)}) -> ({", ".join([v] * _ACCUMULATORS)}) {{
-{body}
-    scf.yield {", ".join(f"%n{i}" for i in range(_ACCUMULATORS))} : {", ".join([v] * _ACCUMULATORS)}
-  }}
-{chr(10).join(sums)}
-  vector.store {total}, %out[%c0] : memref<{lanes}xf32>, {v}
-  return
-}}
-"""

@@ -75,6 +75,9 @@ class Case:
     masks: tuple[tuple[str, str], ...] = ()   # (regex, replacement) of this case's run-dependent text
 
 
+_MEASURED_ROWS = ((r"(│ (?:fma f32, [^│]*|load, 1 core|DRAM copy|fork/join) +│ )[^│]*(│)", r"\1<measured> \2"),)
+
+
 def _help(*cmd: str) -> Case:
     return Case("help_" + ("_".join(cmd) or "app"), (*cmd, "--help"), kind="help", columns=100)
 
@@ -87,8 +90,10 @@ CASES: list[Case] = [
     *HELP_CASES,
     Case("app_no_args", (), kind="help", columns=100),     # no_args_is_help: usage, exit 2 in click 8.2+
     # -- info
-    Case("info_text", ("info",)),
-    Case("info_json", ("info", "--json"), kind="json"),
+    # the CPU's measured ceilings come from a fixture cache (measured once per module); which
+    # figures a CPU has (vector widths, cache levels, thread counts) varies: their cells are masked
+    Case("info_text", ("info",), fixtures=("cache",), masks=_MEASURED_ROWS),
+    Case("info_json", ("info", "--json"), kind="json", fixtures=("cache",)),
     # -- tune (JIT): a fresh search, and a workload the store answers without searching (its JSON has
     # tune_json's keys)
     Case("tune_text", ("tune", TINY, "--trials", "2", "--db", "{tmp}/tune.db"), jit=True, mask_schedules=True),
@@ -229,6 +234,7 @@ def build_fixtures(folder: str | os.PathLike) -> Path:
     ``train.db``       12 records of each of the shipped dataset's first 6 workloads
     ``eval.db``        12 records of each of the next 3 workloads
     ``model.twmodel``  an xgb model trained on ``train.db``
+    ``cache/``         an ``$XDG_CACHE_HOME`` holding this machine's measured ceilings (``tilewise info``)
     """
     import itertools
 
@@ -255,6 +261,8 @@ def build_fixtures(folder: str | os.PathLike) -> Path:
         with open_store(str(folder / db)) as store:
             store.append([r for n in chosen for r in by_workload[n][:_PER_WORKLOAD]])
     train(str(folder / "train.db"), model="xgb", out=str(folder / "model.twmodel"), seed=0)
+    from tilewise.profiling.hardware import descriptor
+    descriptor(target, folder=str(folder / "cache" / "tilewise" / "targets"))
     return folder
 
 
@@ -292,7 +300,10 @@ def run_case(case: Case, fixtures: Path | None) -> tuple[Outcome, str]:
     try:
         for f in case.fixtures:
             assert fixtures is not None, f"{case.name} needs fixtures"
-            shutil.copy(fixtures / f, os.path.join(tmp, f))
+            if (fixtures / f).is_dir():
+                shutil.copytree(fixtures / f, os.path.join(tmp, f))
+            else:
+                shutil.copy(fixtures / f, os.path.join(tmp, f))
         argv = tuple(a.replace("{tmp}", tmp) for a in case.argv)
         r = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp,
                            env=case_env(case, tmp))
@@ -331,7 +342,7 @@ class Masks:
         caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in t.caches.items())
         versions = ", ".join(f"{k} {v}" for k, v in t.versions)
         for text, mask in ((t.name, "<cpu>"), (" ".join(t.isa), "<isa>"), (caches, "<caches>"),
-                           (versions, "<versions>"), (t.arch, "<arch>")):
+                           (versions, "<versions>"), (t.arch, "<arch>"), (dict(t.cpuid).get("vendor"), "<vendor>")):
             if text:
                 pairs.append((text, mask))
         # longest first, so a string that holds another is masked whole
@@ -413,6 +424,8 @@ def normalise_json(value, masks: Masks, mask_schedules: bool = False, key: str |
     if isinstance(value, dict):
         if key == "schedule":
             return "<schedule>" if mask_schedules else value
+        if key == "measured":            # a CPU's measured ceilings: which figures exist depends on it
+            return {"<figure>": 0}
         if {"kind", "name", "arch", "isa", "cores"} <= set(value):          # a Target
             value = dict(value, isa=["<isa>"])
             if isinstance(value.get("cache_bytes"), dict):

@@ -47,6 +47,8 @@ def test_info_json():
     assert r.returncode == 0
     d = json.loads(r.stdout)
     assert d["kind"] == "cpu" and d["cores"] >= 1 and len(d["key"]) == 64
+    assert set(d["cpuid"]) == {"vendor", "family", "model", "stepping"}
+    assert d["measured"][f"fma_f32_{d['simd_bits']}b_1t_flops_per_s"] > 0 and d["measured"]["load_dram_bytes_per_s"] > 0
 
 
 @pytest.mark.jit

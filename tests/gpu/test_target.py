@@ -12,15 +12,24 @@ from tilewise.core.target import Target, detect
 
 
 def test_cpu_target_json_and_key_are_what_they_were():
+    """A schema-1 CPU target (a record written before ``cpuid``) loads and keeps its key; a detected
+    target's JSON is schema 1's plus ``cpuid`` (no ``peaks``), and ``cpuid`` joins the key."""
     t = detect()
     d = t.to_json()
-    assert "peaks" not in d
-    legacy = asdict(t)                      # the pre-peaks to_json: every field, lists for tuples
+    assert "peaks" not in d and d["schema_version"] == 2
+    assert set(d["cpuid"]) == {"vendor", "family", "model", "stepping"}
+    legacy = asdict(t)                      # the schema-1 to_json: every field, lists for tuples
     legacy.pop("peaks")
+    legacy.pop("cpuid")
     legacy.update(isa=list(t.isa), cache_bytes=dict(t.cache_bytes), versions=dict(t.versions), schema_version=1)
-    assert d == legacy
-    assert t.key() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+    old = Target.from_json(legacy)
+    assert old.cpuid == () and old.key() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+    assert {k: v for k, v in d.items() if k not in ("cpuid", "schema_version")} == \
+        {k: v for k, v in legacy.items() if k != "schema_version"}
+    assert t.key() != old.key() and old == replace(t, cpuid=())
     assert Target.from_json(d) == t and Target.from_json(d).key() == t.key()
+    with pytest.raises(ValueError, match="schema version 3"):
+        Target.from_json(dict(d, schema_version=3))
 
 
 def test_peaks_travel_in_json_but_not_in_key_or_equality(sm90):
