@@ -1,9 +1,10 @@
 """The CPU A/B re-timing, in the runner's timing process: :meth:`LocalRunner.time_ab
 <tilewise.profiling.runner.LocalRunner.time_ab>`.
 
-The finalists are built by the runner's build workers into shared libraries, like any candidate;
-the timing process (:mod:`tilewise.profiling.timer`, already started and warm from the search)
-serves one ``{"kind": "ab", ...}`` request (:func:`serve_ab`): on the timing cores ``cores`` it
+The finalists are built by the runner's build workers into shared libraries, like any candidate
+(when no build worker runs yet -- a tune the store answered -- the timing process JIT-compiles them
+itself rather than start a worker for a few kernels); the timing process
+(:mod:`tilewise.profiling.timer`, already started and warm from the search) serves one ``{"kind": "ab", ...}`` request (:func:`serve_ab`): on the timing cores ``cores`` it
 loads every library, checks it against the float64 reference (the error is reported, the kernel
 still timed), gives each kernel its own output buffers so the interleaved runs do not alias, then
 times round-robin: every kernel ``runs_per_round`` runs after one warm-up run, then the library
@@ -36,26 +37,63 @@ def all_failed(names, status: str, why: str) -> ABTimings:
     return ABTimings({k: Measurement(status, why) for k in names}, Measurement(status, why))
 
 
-def _kernels(workload, libraries: dict, precisions: dict, seed: int) -> tuple[dict, dict]:
-    """name -> (bound run, rel_error, kernel) of every library that loads; name -> failure of the rest."""
-    from tilewise.ir.compiler import LibraryKernel
+def _kernels(workload, req: dict) -> tuple[dict, dict]:
+    """name -> (bound run, rel_error, kernel) of every library that loads and every schedule that
+    compiles; name -> failure of the rest."""
+    from tilewise.core.schedule import Schedule
     from tilewise.profiling.measure import check, make_problem, page_aligned_empty
     problems: dict = {}
     runs, failed = {}, {}
-    for name, path in libraries.items():
-        precision = precisions[name]
+    sources = [(k, path, None) for k, path in req.get("libraries", {}).items()]
+    sources += [(k, None, Schedule.from_json(js)) for k, js in req.get("schedules", {}).items()]
+    for name, path, schedule in sources:
+        precision = req["precisions"][name]
         if precision not in problems:
-            problems[precision] = make_problem(workload, precision, seed=seed)
+            problems[precision] = make_problem(workload, precision, seed=req["seed"])
         p = problems[precision]
-        try:
-            kernel = LibraryKernel(path, workload.kind.args(workload, precision))
-        except (OSError, AttributeError) as e:
-            failed[name] = Measurement("runtime_error", f"cannot load the kernel library: {e}")
+        kernel = _load(workload, precision, path) if path else _compile(workload, schedule)
+        if isinstance(kernel, Measurement):
+            failed[name] = kernel
             continue
         rel = check(kernel, p)
         arrays = p.inputs + [page_aligned_empty(o.shape, o.dtype) for o in p.outputs]
         runs[name] = (kernel.bind(arrays), rel, kernel)
     return runs, failed
+
+
+def _load(workload, precision: str, path: str):
+    from tilewise.ir.compiler import LibraryKernel
+    try:
+        return LibraryKernel(path, workload.kind.args(workload, precision))
+    except (OSError, AttributeError) as e:
+        return Measurement("runtime_error", f"cannot load the kernel library: {e}")
+
+
+def _compile(workload, schedule):
+    """JIT-compiled here: a runner with no build worker running yet (a tune the store answered)
+    would otherwise start one only for this."""
+    from tilewise.ir.compiler import compile
+    from tilewise.ir.ops.base import ScheduleError
+    try:
+        return _Closable(compile(workload, schedule))
+    except Exception as e:          # noqa: BLE001  (the op kind or the pipeline rejected it: data)
+        return Measurement("invalid" if isinstance(e, ScheduleError) else "compile_error", str(e))
+
+
+class _Closable:
+    """A JIT kernel with the LibraryKernel's ``close`` (nothing to unload)."""
+
+    def __init__(self, kernel):
+        self._kernel = kernel
+
+    def __call__(self, *arrays):
+        return self._kernel(*arrays)
+
+    def bind(self, arrays):
+        return self._kernel.bind(arrays)
+
+    def close(self) -> None:
+        pass
 
 
 def _interleaved(runs: dict, baseline, rounds: int, per_round: int) -> tuple[dict[str, list[float]], list[float]]:
@@ -72,14 +110,15 @@ def _interleaved(runs: dict, baseline, rounds: int, per_round: int) -> tuple[dic
 
 def serve_ab(req: dict, place_threads) -> dict:
     """In the timing process.  ``req``: ``{"kind": "ab", "workload", "libraries": {name: path},
-    "precisions": {name: precision}, "rounds", "runs_per_round", "threads", "seed", "cores"}`` ->
+    "schedules": {name: schedule JSON} (compiled here), "precisions": {name: precision}, "rounds",
+    "runs_per_round", "threads", "seed", "cores"}`` ->
     ``{"measurements": {name: ...}, "reference", "reference_name"}`` (``measurements`` holds the
     loaded libraries' entries; the runner adds the builds that failed)."""
     from tilewise.core.workload import Workload
     from tilewise.profiling.baseline import BaselineProcess
     place_threads(req["cores"])
     w = Workload.from_json(req["workload"])
-    runs, failed = _kernels(w, req["libraries"], req["precisions"], req["seed"])
+    runs, failed = _kernels(w, req)
     try:
         place_threads(req["cores"])          # the check runs may have started OpenMP's threads
         with BaselineProcess(str(w), req["threads"], req["seed"]) as baseline:

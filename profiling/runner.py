@@ -136,21 +136,33 @@ class LocalRunner(Runner):
         with self._lock:
             if not self._finalizer.alive:
                 raise RuntimeError("this runner is closed")
+            if self.builder is build_shared_library and not any(w.state != "dead" for w in self._workers):
+                # a cold runner (the store answered the tune): the timing process compiles the few
+                # finalists itself with the ir pipeline (what the default builder runs) -- one
+                # process start instead of a build worker's and its own
+                request = self._ab_request(workload, schedules, names, rounds, runs_per_round, threads)
+                request["schedules"] = {k: schedules[k].to_json() for k in names}
+                return self._ask_timer(request, names, (len(names) + 1) * self.config.run_timeout_s
+                                       + len(names) * self.config.build_timeout_s)
             while len(self._workers) < self.config.build_workers:
                 self._workers.append(self._new_worker())
             builds = _BuildBatch(self, [Candidate(workload, schedules[k]) for k in names])
             failed = {names[i]: m for i, m in enumerate(builds.run()) if i not in builds.libraries}
             libraries = {names[i]: path for i, path in builds.libraries.items()}
             try:
-                request = {"kind": "ab", "workload": workload.to_json(), "libraries": libraries,
-                           "precisions": {k: schedules[k].get("precision", workload.dtype) for k in libraries},
-                           "rounds": rounds, "runs_per_round": runs_per_round, "threads": threads,
-                           "seed": self.config.seed, "cores": self._cores(threads)}
+                request = self._ab_request(workload, schedules, list(libraries), rounds, runs_per_round, threads)
+                request["libraries"] = libraries
                 ab = self._ask_timer(request, names, (len(libraries) + 1) * self.config.run_timeout_s)
             finally:
                 for path in libraries.values():
                     _remove(path)
         return ABTimings({k: failed.get(k) or ab.measurements[k] for k in names}, ab.reference, ab.reference_name)
+
+    def _ab_request(self, workload, schedules, names, rounds, runs_per_round, threads) -> dict:
+        return {"kind": "ab", "workload": workload.to_json(),
+                "precisions": {k: schedules[k].get("precision", workload.dtype) for k in names},
+                "rounds": rounds, "runs_per_round": runs_per_round, "threads": threads,
+                "seed": self.config.seed, "cores": self._cores(threads)}
 
     def _ask_timer(self, request: dict, names: list[str], timeout_s: float) -> ABTimings:
         """One A/B request to the timing process, waited for; a crash or an overrun is data."""

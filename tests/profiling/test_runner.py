@@ -216,11 +216,15 @@ def test_real_candidates_are_checked_and_timed():
 
 
 @pytest.mark.jit
-def test_the_ab_retimes_round_robin_with_the_baseline_in_a_process_of_its_own(target):
-    """Built by the build workers, timed by the timing process, the baseline in its own process."""
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_the_ab_retimes_round_robin_with_the_baseline_in_a_process_of_its_own(target, warm):
+    """Timed by the timing process, the baseline in its own process; built by the build workers
+    when they run (warm: after a search), else compiled by the timing process itself (cold)."""
     schedules = {"default": SMALL.kind.default_schedule(SMALL, target), "candidate1": GOOD[1],
                  "broken": Schedule(reg_tile=[4, 0])}
     with LocalRunner(RunnerConfig(build_workers=1)) as runner:
+        if warm:
+            assert runner.run([Candidate(SMALL, GOOD[2])])[0].ok
         ab = runner.time_ab(SMALL, schedules, rounds=2, runs_per_round=3, threads=1)
     assert set(ab.measurements) == set(schedules)
     for name in ("default", "candidate1"):
