@@ -87,20 +87,25 @@ def stream_gbs(threads: int, array_bytes: int, inner: int = 1) -> float:
     return max(copy, add) / 1e9
 
 
+def _jit(source: str):
+    """(context, execution engine) of a micro-benchmark's MLIR (scf + vector + memref), at -O3."""
+    from torch_mlir import execution_engine, ir, passmanager
+    ctx = ir.Context()
+    with ctx, ir.Location.unknown():
+        module = ir.Module.parse(source)
+        passmanager.PassManager.parse(
+            "builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
+            "convert-vector-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
+            "reconcile-unrealized-casts)").run(module.operation)
+        return ctx, execution_engine.ExecutionEngine(module, opt_level=3)
+
+
 class FmaLoop:
     """``fma_loop(n, out)``: n iterations of 12 independent ``vector.fma`` on vector<Wxf32>."""
 
     def __init__(self, lanes: int):
-        from torch_mlir import execution_engine, ir, passmanager
         self.lanes = lanes
-        self._ctx = ir.Context()
-        with self._ctx, ir.Location.unknown():
-            module = ir.Module.parse(_fma_source(lanes))
-            passmanager.PassManager.parse(
-                "builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
-                "convert-vector-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
-                "reconcile-unrealized-casts)").run(module.operation)
-            self._engine = execution_engine.ExecutionEngine(module, opt_level=3)
+        self._ctx, self._engine = _jit(_fma_source(lanes))
 
     def _run(self, iterations: int) -> None:
         from tilewise.ir.compiler import _descriptor
@@ -156,16 +161,8 @@ class LoadLoop:
     loads a cycle; stored to ``out``, so nothing is dead code)."""
 
     def __init__(self, lanes: int):
-        from torch_mlir import execution_engine, ir, passmanager
         self.lanes = lanes
-        self._ctx = ir.Context()
-        with self._ctx, ir.Location.unknown():
-            module = ir.Module.parse(_load_source(lanes))
-            passmanager.PassManager.parse(
-                "builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
-                "convert-vector-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
-                "reconcile-unrealized-casts)").run(module.operation)
-            self._engine = execution_engine.ExecutionEngine(module, opt_level=3)
+        self._ctx, self._engine = _jit(_load_source(lanes))
 
     def bytes_per_s(self, nbytes: int) -> float:
         """Read bandwidth over a buffer of ``nbytes`` (rounded to whole 4-vector steps), one thread."""
