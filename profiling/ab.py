@@ -4,15 +4,16 @@
 The finalists are built by the runner's build workers into shared libraries, like any candidate
 (when no build worker runs yet -- a tune the store answered -- the timing process JIT-compiles them
 itself rather than start a worker for a few kernels); the timing process
-(:mod:`tilewise.profiling.timer`, already started and warm from the search) serves one ``{"kind": "ab", ...}`` request (:func:`serve_ab`): on the timing cores ``cores`` it
-loads every library, checks it against the float64 reference (the error is reported, the kernel
-still timed), gives each kernel its own output buffers so the interleaved runs do not alias, then
-times round-robin: every kernel ``runs_per_round`` runs after one warm-up run, then the library
-baseline in its own process (:class:`~tilewise.profiling.baseline.BaselineProcess`, BLAS at
-``threads``), ``rounds`` times.  A schedule the op kind rejects is ``invalid``, one that does not
-build a ``compile_error`` (both from the build workers); a crash, a hang or the baseline's death
-ends the timing process (the runner starts another on its next use) and makes every entry a
-``runtime_error`` (``timeout``), as for any candidate.
+(:mod:`tilewise.profiling.timer`, already started and warm from the search) serves one
+``{"kind": "ab", ...}`` request (:func:`serve_ab`): on the timing cores ``cores`` it loads every
+library (or compiles every schedule), checks it against the float64 reference (the error is
+reported, the kernel still timed), gives each kernel its own output buffers so the interleaved runs
+do not alias, then times round-robin: every kernel ``runs_per_round`` runs after one warm-up run,
+then the library baseline in its own process (:class:`~tilewise.profiling.baseline.BaselineProcess`,
+BLAS at ``threads``), ``rounds`` times.  A schedule the op kind rejects is ``invalid``, one that
+does not build a ``compile_error`` (from the build workers, or the timing process on a cold
+runner); a crash, a hang or the baseline's death ends the timing process (the runner starts another
+on its next use) and makes every entry a ``runtime_error`` (``timeout``), as for any candidate.
 
 Why not a process of its own per re-timing (as until 2026-12): a fresh child paid the Python and
 MLIR imports and JIT-compiled every finalist again, ~0.5-1 s per ``tune()`` of a small workload
@@ -75,25 +76,9 @@ def _compile(workload, schedule):
     from tilewise.ir.compiler import compile
     from tilewise.ir.ops.base import ScheduleError
     try:
-        return _Closable(compile(workload, schedule))
+        return compile(workload, schedule)
     except Exception as e:          # noqa: BLE001  (the op kind or the pipeline rejected it: data)
         return Measurement("invalid" if isinstance(e, ScheduleError) else "compile_error", str(e))
-
-
-class _Closable:
-    """A JIT kernel with the LibraryKernel's ``close`` (nothing to unload)."""
-
-    def __init__(self, kernel):
-        self._kernel = kernel
-
-    def __call__(self, *arrays):
-        return self._kernel(*arrays)
-
-    def bind(self, arrays):
-        return self._kernel.bind(arrays)
-
-    def close(self) -> None:
-        pass
 
 
 def _interleaved(runs: dict, baseline, rounds: int, per_round: int) -> tuple[dict[str, list[float]], list[float]]:
@@ -126,7 +111,8 @@ def serve_ab(req: dict, place_threads) -> dict:
             name = baseline.name
     finally:
         for _, _, kernel in runs.values():
-            kernel.close()
+            if hasattr(kernel, "close"):     # a loaded library is unloaded; a JIT kernel has nothing to
+                kernel.close()               # unload
     out = {k: Measurement("ok", "", tuple(times[k]), rel) for k, (_, rel, _) in runs.items()}
     out.update(failed)
     return {"measurements": {k: m.to_json() for k, m in out.items()},

@@ -25,9 +25,10 @@ def info(as_json: bool = typer.Option(False, "--json", help="print the target as
     from tilewise.profiling import hardware
     from tilewise.profiling.cuda_target import describe_cuda
     t = detect()
-    if refresh or hardware.cached_descriptor(t) is None:
+    measured = None if refresh else hardware.cached_descriptor(t)
+    if measured is None:
         err.print("measuring this CPU's ceilings (once per target; tilewise info --refresh repeats it)")
-    measured = hardware.descriptor(t, refresh=refresh)
+        measured = hardware.descriptor(t, refresh=True)
     gpu = describe_cuda() if torch_sees_gpu() else None
     if as_json:
         d = dict(t.to_json(), key=t.key(), measured=measured)
