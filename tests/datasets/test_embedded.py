@@ -32,3 +32,18 @@ def test_pool_collections_refuses_different_schedules():
         pool_collections(a, a[:2])
     with pytest.raises(ValueError, match="measured twice"):
         pool_collections(a, a + a[:1])
+
+
+def test_the_second_cpus_records_are_the_same_schedules_on_another_target():
+    """embedded_zen4_v1 re-measures embedded_v4's schedules on a Zen 4: every (workload, schedule)
+    of one file is in the other, each file is one target, and the two targets' keys differ."""
+    from tilewise.datasets.embedded import DATA_DIR, EMBEDDED_DATASET
+    first = list(embedded_records(EMBEDDED_DATASET))
+    second = list(embedded_records(DATA_DIR / "embedded_zen4_v1.jsonl.gz"))
+    assert len(second) == len(first)
+    assert ({(r.workload_key, r.schedule_key) for r in second}
+            == {(r.workload_key, r.schedule_key) for r in first})
+    targets = [{r.target_key for r in recs} for recs in (first, second)]
+    assert all(len(t) == 1 for t in targets) and targets[0] != targets[1]
+    assert second[0].target.cpuid is not None and second[0].target.cpuid != first[0].target.cpuid
+    assert all(r.measurement.status == "ok" and r.measurement.times_s for r in second)
