@@ -22,7 +22,7 @@ _HIGHER_IS_BETTER = {"r2", "spearman", "kendall", "pairwise", "top1", "top5"}
 
 def train_command(db: str, model: str = "xgb", out: str | None = None, features: str = "analytic",
                   split: str = "workload", test_fraction: float = 0.2, seed: int = 0,
-                  test_targets: Sequence[str] | None = None,
+                  test_targets: Sequence[str] | None = None, few_shot: int = 0,
                   params: dict[str, Any] | None = None, records: Sequence | None = None,
                   scope: str = "") -> tuple[dict[str, Any], Table]:
     """``params``: the model's hyperparameters (``create(model, **params)``; unknown ones raise).
@@ -31,6 +31,7 @@ def train_command(db: str, model: str = "xgb", out: str | None = None, features:
     options: dict[str, Any] = {"seed": seed}
     if split == "target":
         options["test_targets"] = list(test_targets) if test_targets else None
+        options["few_shot"] = few_shot
     else:
         options["test_fraction"] = test_fraction
     rep = train(db, model=model, features=features, out=out, split=split, params=params, records=records, **options)

@@ -70,9 +70,14 @@ def by_workload(records: Iterable[Record], test_fraction: float = 0.2, seed: int
                  {"test_fraction": test_fraction, "seed": seed})
 
 
-def by_target(records: Iterable[Record], test_targets: Sequence[str] | None = None, seed: int = 0) -> Split:
+def by_target(records: Iterable[Record], test_targets: Sequence[str] | None = None, seed: int = 0,
+              few_shot: int = 0) -> Split:
     """Hold out the records of ``test_targets`` (target keys, or unique prefixes of them, or CPU
-    names); by default one target drawn with ``seed``."""
+    names); by default one target drawn with ``seed``.  ``few_shot``: that many records of the
+    held-out targets (drawn with ``seed``) move to the training side -- what a model learns from
+    the first measurements on a new CPU; 0 is zero-shot."""
+    if few_shot < 0:
+        raise ValueError(f"few_shot must be >= 0, got {few_shot}")
     records = list(records)
     keys = sorted({r.target_key for r in records})
     if len(keys) < 2:
@@ -86,9 +91,16 @@ def by_target(records: Iterable[Record], test_targets: Sequence[str] | None = No
             raise ValueError(f"no record is of the targets {list(test_targets)}")
         if held == set(keys):
             raise ValueError("a split by target must leave at least one target to train on")
-    return Split("target", [r for r in records if r.target_key not in held],
-                 [r for r in records if r.target_key in held],
-                 {"test_targets": sorted(k[:12] for k in held), "seed": seed})
+    test = [r for r in records if r.target_key in held]
+    if few_shot >= len(test):
+        raise ValueError(f"few_shot {few_shot} would leave none of the held-out target's "
+                         f"{len(test)} records to score")
+    shots = set(np.random.default_rng(seed).permutation(len(test))[:few_shot].tolist())
+    options = {"test_targets": sorted(k[:12] for k in held), "seed": seed}
+    if few_shot:
+        options["few_shot"] = few_shot
+    return Split("target", [r for r in records if r.target_key not in held] + [test[i] for i in sorted(shots)],
+                 [r for i, r in enumerate(test) if i not in shots], options)
 
 
 def split_records(records: Iterable[Record], by: str = "workload", **options) -> Split:

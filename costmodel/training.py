@@ -31,6 +31,8 @@ from tilewise.core.candidate import Candidate
 
 #: ``--db embedded`` (the default of train/eval): the dataset shipped in ``datasets/data``
 EMBEDDED = "embedded"
+#: ``--db embedded:all``: every shipped dataset file pooled, each record with its own CPU's target
+EMBEDDED_ALL = "embedded:all"
 
 
 def load_records(store_path: str | os.PathLike | None) -> list[Record]:
@@ -38,6 +40,9 @@ def load_records(store_path: str | os.PathLike | None) -> list[Record]:
     if store_path is None or os.fspath(store_path) == EMBEDDED:
         from tilewise.datasets.embedded import embedded_records
         return list(embedded_records())
+    if os.fspath(store_path) == EMBEDDED_ALL:
+        from tilewise.datasets.embedded import SHIPPED_DATASETS, embedded_records
+        return [r for path in SHIPPED_DATASETS for r in embedded_records(path)]
     if "://" not in os.fspath(store_path) and not os.path.exists(store_path):
         raise StoreError(f"no record store at {store_path}")
     with open_store(store_path) as store:
@@ -80,7 +85,7 @@ def train(store_path: str | os.PathLike | None = None, model: str = "xgb", featu
           out: str | os.PathLike | None = None, split: str = "workload", records: Sequence[Record] | None = None,
           params: dict[str, Any] | None = None, **split_options) -> dict[str, Any]:
     """Split the store's records (``split_options``: ``test_fraction``, ``seed``, or for a split
-    by target ``test_targets``), fit ``model`` on the training side, score the held-out side,
+    by target ``test_targets`` and ``few_shot``), fit ``model`` on the training side, score the held-out side,
     save the model to ``out`` (when given) and return the report.  ``records`` replaces the store."""
     if records is None:
         records = load_records(store_path)

@@ -17,6 +17,8 @@ from typing import Iterator
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EMBEDDED_DATASET = DATA_DIR / "embedded_v4.jsonl.gz"
+#: every shipped dataset file, one per CPU the records were measured on (each file's README names it)
+SHIPPED_DATASETS = (EMBEDDED_DATASET, DATA_DIR / "embedded_zen4_v1.jsonl.gz")
 
 
 def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:

@@ -145,7 +145,7 @@ def measuring_runner(kind: str, cluster: Optional[str], build_workers: int):
 # -- record stores ---------------------------------------------------------------------------------
 def existing_store(db: str, hint: str) -> str:
     """``db`` when it names a store that exists (or a server URL); else one actionable error line."""
-    if "://" not in db and db != "embedded" and not os.path.exists(db):
+    if "://" not in db and db not in ("embedded", "embedded:all") and not os.path.exists(db):
         fail(f"no record store at {db}: {hint}")
     return db
 

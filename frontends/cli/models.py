@@ -10,13 +10,18 @@ from tilewise.frontends.cli.context import checked_target_kind, existing_store, 
 
 
 def train(
-    db: str = typer.Option("embedded", "--db", help="record store to learn from ('embedded': the shipped dataset)"),
+    db: str = typer.Option("embedded", "--db", help="record store to learn from ('embedded': the shipped "
+                           "dataset; 'embedded:all': every shipped CPU's records)"),
     model: str = typer.Option("xgb", "--model", "-m", help="xgb | rf | gbm | mlp | roofline"),
     features: str = typer.Option("analytic", "--features", help="extractors, e.g. analytic,target (ir is slow)"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="where to save the trained model"),
     split: str = typer.Option("workload", "--split", help="hold out by workload (default) or target"),
     test_fraction: float = typer.Option(0.2, "--test-fraction"),
     seed: int = typer.Option(0, "--seed"),
+    test_target: Optional[str] = typer.Option(None, "--test-target", help="with --split target: the "
+                                              "target held out (key prefix or CPU name; default: drawn)"),
+    few_shot: int = typer.Option(0, "--few-shot", min=0, help="with --split target: records of the "
+                                 "held-out target that join training (0: zero-shot)"),
     target_kind: str = typer.Option("cpu", "--target", help="cpu, or cuda: train on the store's GPU "
                                     "records (gpu_analytic features; needs no GPU)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -24,14 +29,20 @@ def train(
     """Train a cost model; print its metrics on held-out workloads next to the roofline baseline.
 
     Example: tilewise train --db bert.db --model xgb --features analytic,target --out bert.xgb
+
+    Transfer to a CPU: tilewise train --db embedded:all --split target --test-target e40681bc --few-shot 32
     """
     train_command = train_function(checked_target_kind(target_kind))
+    if split != "target" and (test_target is not None or few_shot):
+        fail("--test-target and --few-shot hold out a CPU's records: add --split target")
     existing_store(db, "collect a dataset first (tilewise collect --workloads suite:small --db PATH) "
                        "or use --db embedded")
     try:
         with spinner(f"training {model} on {db}"):
             rep, table = train_command(db, model=model, out=out, features=features, split=split,
-                                       test_fraction=test_fraction, seed=seed)
+                                       test_fraction=test_fraction, seed=seed,
+                                       **({"test_targets": [test_target] if test_target else None,
+                                           "few_shot": few_shot} if split == "target" else {}))
     except ValueError as e:
         fail(str(e))
     _print_report(rep, table, as_json)

@@ -46,3 +46,20 @@ def test_split_by_target():
 
 def test_workload_identity_is_the_canonical_string(records):
     assert workload_name(records[0]) == "matmul:64x64x64:f32"
+
+
+def test_split_by_target_few_shot_moves_that_many_held_out_records_to_training():
+    rs = synthetic_records(MATMULS[:3], per_workload=4) + synthetic_records(MATMULS[:3], per_workload=4,
+                                                                              target=OTHER_TARGET)
+    s = by_target(rs, test_targets=[OTHER_TARGET.name], few_shot=5, seed=3)
+    assert len(s.test) == 7 and len(s.train) == 17 and s.describe()["few_shot"] == 5
+    shots = [r for r in s.train if r.target == OTHER_TARGET]
+    assert len(shots) == 5 and not {id(r) for r in shots} & {id(r) for r in s.test}
+    assert [r.schedule_key for r in shots] == [r.schedule_key for r in
+                                               by_target(rs, test_targets=[OTHER_TARGET.name], few_shot=5,
+                                                         seed=3).train if r.target == OTHER_TARGET]
+    assert "few_shot" not in by_target(rs, test_targets=[OTHER_TARGET.name]).describe()
+    with pytest.raises(ValueError, match="leave none"):
+        by_target(rs, test_targets=[OTHER_TARGET.name], few_shot=12)
+    with pytest.raises(ValueError, match="few_shot must be"):
+        by_target(rs, test_targets=[OTHER_TARGET.name], few_shot=-1)

@@ -47,3 +47,12 @@ def test_the_second_cpus_records_are_the_same_schedules_on_another_target():
     assert all(len(t) == 1 for t in targets) and targets[0] != targets[1]
     assert second[0].target.cpuid is not None and second[0].target.cpuid != first[0].target.cpuid
     assert all(r.measurement.status == "ok" and r.measurement.times_s for r in second)
+
+
+def test_embedded_all_pools_every_shipped_file():
+    from tilewise.costmodel.training import EMBEDDED_ALL, load_records
+    from tilewise.datasets.embedded import SHIPPED_DATASETS
+    records = load_records(EMBEDDED_ALL)
+    assert len(SHIPPED_DATASETS) >= 2
+    assert len({r.target_key for r in records}) == len(SHIPPED_DATASETS)
+    assert len(records) == sum(1 for p in SHIPPED_DATASETS for _ in embedded_records(p))

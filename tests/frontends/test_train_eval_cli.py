@@ -38,3 +38,19 @@ def test_bad_model_files_and_names(tmp_path):
     assert r.returncode == 2 and "nope" in r.stderr
     r = run("train", "--db", str(tmp_path / "missing.db"))
     assert r.returncode == 2 and "no record store" in r.stderr
+
+
+def test_train_transfer_to_a_held_out_cpu_few_shot():
+    """--db embedded:all pools the shipped CPUs; --split target holds one out (--few-shot: n of its
+    records join training)."""
+    from tilewise.datasets.embedded import SHIPPED_DATASETS, embedded_records
+    sizes = [sum(1 for _ in embedded_records(p)) for p in SHIPPED_DATASETS]
+    r = run("train", "--db", "embedded:all", "--model", "gbm", "--split", "target",
+            "--test-target", "e40681bc", "--few-shot", "32", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["split"]["test_targets"] == ["e40681bc2f80"] and rep["split"]["few_shot"] == 32
+    held = sizes[SHIPPED_DATASETS.index(next(p for p in SHIPPED_DATASETS if "zen4" in p.name))]
+    assert rep["n_test_records"] == held - 32 and rep["n_train_records"] == sum(sizes) - held + 32
+    r = run("train", "--few-shot", "3")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "--split target" in r.stderr
