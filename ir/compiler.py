@@ -40,13 +40,28 @@ _TO_LLVM_TAIL = ("expand-strided-metadata,lower-affine,finalize-memref-to-llvm,c
                  "convert-arith-to-llvm,convert-cf-to-llvm,{omp}reconcile-unrealized-casts")
 
 
-def lowering_pipeline(threads: int) -> str:
+@functools.lru_cache(maxsize=1)
+def _host_converts_bf16() -> bool:
+    """Whether the JIT's host CPU rounds f32 to bf16 in hardware (``avx512_bf16``:
+    ``vcvtneps2bf16``).  Without it LLVM calls ``__truncsfbf2``, which the JIT cannot resolve."""
+    from tilewise.core.target import detect
+    return "avx512_bf16" in detect().isa
+
+
+def lowering_pipeline(threads: int, *, native_bf16: bool | None = None) -> str:
     """Pass pipeline from the scheduled (bufferized, vectorized) module to the LLVM dialect.
 
     ``finalize-memref-to-llvm`` precedes ``convert-scf-to-cf`` so that the OpenMP path works
-    (MLIR_NOTES, "Parallel").
+    (MLIR_NOTES, "Parallel").  On a CPU without ``avx512_bf16`` (``native_bf16`` False; None: the
+    host's), bf16 arithmetic is done in f32 and ``arith-expand{include-bf16}`` rewrites the f32 -> bf16
+    rounding into vector integer ops (round to nearest even, as the hardware does) instead of a
+    libcall per element.
     """
-    loops = "func.func(convert-linalg-to-loops,convert-vector-to-scf{full-unroll=true})"
+    if native_bf16 is None:
+        native_bf16 = _host_converts_bf16()
+    bf16 = "" if native_bf16 else (",arith-emulate-unsupported-floats{source-types=bf16 target-type=f32},"
+                                   "arith-expand{include-bf16=true}")
+    loops = f"func.func(convert-linalg-to-loops,convert-vector-to-scf{{full-unroll=true}}{bf16})"
     if threads > 1:
         head = f"func.func(scf-forall-to-parallel),convert-scf-to-openmp{{num-threads={threads}}},{loops}"
         tail = _TO_LLVM_TAIL.format(omp="convert-openmp-to-llvm,")
@@ -191,9 +206,31 @@ def apply_schedule(module: ir.Module, emit: Callable[[Script], None], *, what: s
     return module
 
 
+#: LLVM rounds a scalar f32 to bf16 through this compiler-rt routine on a CPU without
+#: ``avx512_bf16`` (for instance where it builds a vector from bf16 elements); neither the JIT nor
+#: GCC 12's libgcc has it, so each module defines it (weak: kernels linked together share one),
+#: as ``arith.truncf``, which the lowering expands to integer ops (round to nearest even).
+_BF16_ROUNDING = """
+func.func @__truncsfbf2(%x: f32) -> bf16 attributes {llvm.linkage = #llvm.linkage<weak>} {
+  %r = arith.truncf %x : f32 to bf16
+  return %r : bf16
+}"""
+
+
+def _define_bf16_rounding(module: ir.Module) -> None:
+    defined = {ir.StringAttr(op.attributes["sym_name"]).value for op in module.body.operations
+               if "sym_name" in op.attributes}
+    if "__truncsfbf2" not in defined:
+        routine = ir.Module.parse(_BF16_ROUNDING, context=module.context)
+        for op in list(routine.body.operations):
+            module.body.append(op.detach_from_parent())
+
+
 def jit_engine(module: ir.Module, threads: int, *, opt_level: int = 3, lookup: bool = False):
     """Lower the scheduled ``module`` to LLVM and JIT it (with the OpenMP runtime for ``threads``
     > 1); ``lookup`` resolves the kernel now, so its object code exists.  Raises CompileError."""
+    if not _host_converts_bf16():
+        _define_bf16_rounding(module)
     _run(lowering_pipeline(threads), module, "lower")
     libs = [openmp_runtime()] if threads > 1 else []
     try:

@@ -9,6 +9,16 @@ def target():
     return detect()
 
 
+@pytest.fixture(scope="session")
+def fixed_target():
+    """A 512-bit, 2-core CPU descriptor that is not this machine: tests that only build spaces and
+    propose schedules (nothing compiled or timed) plan for it, so what they count and draw is the
+    same on every CPU (an AVX2 machine offers 8- and 16-lane vectors, an AVX-512 one 16 only)."""
+    from tilewise.core.target import Target
+    return Target(kind="cpu", name="Fixed Test CPU", arch="x86_64", isa=("avx", "avx2", "avx512f", "fma"),
+                  cores=2, simd_bits=512, cache_bytes=(("L1d", 32768), ("L2", 1048576), ("L3", 33554432)))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

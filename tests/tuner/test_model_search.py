@@ -118,11 +118,11 @@ def test_legal_and_never_repeated_after_warm_start_and_failures(space, target):
     assert strategy.ranker is strategy.model                   # fitted once it had enough ok results
 
 
-def test_exhausts_a_tiny_space(target):
+def test_exhausts_a_tiny_space(fixed_target):
     w = Workload.parse("softmax:4x16:f32")
-    tiny = space_for(w, target, SpaceOptions(2, ()))
+    tiny = space_for(w, fixed_target, SpaceOptions(2, ()))
     everything = set(tiny)
-    strategy = create("model", tiny, seed=0, workload=w, target=target, model=create_model("roofline"), **FAST)
+    strategy = create("model", tiny, seed=0, workload=w, target=fixed_target, model=create_model("roofline"), **FAST)
     proposed = []
     for _ in range(6):
         b = strategy.propose(5)

@@ -25,8 +25,8 @@ def needs(kw):
 
 
 @pytest.fixture(scope="module")
-def matmul_space(target):
-    return space_for(Workload.parse("matmul:256x256x256:f32"), target, SpaceOptions(2, ()))
+def matmul_space(fixed_target):
+    return space_for(Workload.parse("matmul:256x256x256:f32"), fixed_target, SpaceOptions(2, ()))
 
 
 def tiny_space() -> Space:
