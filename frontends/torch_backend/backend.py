@@ -69,7 +69,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
             with torch._guards.tracing(None), torch.no_grad():
                 ag = make_fx(gm, tracing_mode="fake")(*example_inputs)
         except Exception as e:   # anything the tracer rejects runs as dynamo gave it
-            reason = f"tracing to aten ops failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            reason = f"tracing to aten ops failed: {type(e).__name__}: {_one_line(e)}"
     groups: list[GroupSpec] = []
     if ag is not None:
         placeholders = [n for n in ag.graph.nodes if n.op == "placeholder"]
@@ -89,7 +89,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
         _rewrite(ag, decided)
         cache.save_plan(opts, plan_key, {g.name: d["plan"] for g, d in decided})
     except Exception as e:     # a bug or an environment problem: the graph still runs, eagerly
-        reason = f"compiling failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        reason = f"compiling failed: {type(e).__name__}: {_one_line(e)}"
         log.warning("tilewise: graph %d runs in eager PyTorch: %s", graph_id, reason)
         profile.record_fallback(opts, gm, graph_id, reason, time.perf_counter() - t0)
         return gm.forward
@@ -105,6 +105,10 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
     (log.warning if fell or skipped else log.info)(summary)
     profile.record_graph(opts, ag, example_inputs, decided, graph_id, time.perf_counter() - t0, gm)
     return ag
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    return " ".join(str(e).split())[:limit]
 
 
 def _skipped_text(skipped) -> str:
@@ -134,7 +138,11 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
             if entry is None:
                 if store is None:
                     store = kernels.open_db(opts.db)
-                entry, k = _decide(g, threads, opts, store)
+                try:
+                    entry, k = _decide(g, threads, opts, store)
+                except Exception as e:  # a bug or an environment problem costs this group, not the graph
+                    entry = {"workload": g.workload, "schedule": None,
+                             "reason": f"choosing a schedule failed: {type(e).__name__}: {_one_line(e)}"}
             runner = None
             if entry.get("schedule") is not None and entry.get("use_kernel", True):
                 from tilewise.core.schedule import Schedule
@@ -145,7 +153,7 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
                     out_shape = g.kind.kernel_out_shape(g.nodes[0].meta["val"].shape)
                     runner = GroupRunner(g.to_json(), k, out_shape, g.kind, reuse_output=not _escapes(g.nodes[-1]))
                 except Exception as e:
-                    entry = {**entry, "schedule": None, "reason": f"kernel build failed: {str(e)[:200]}"}
+                    entry = {**entry, "schedule": None, "reason": f"kernel build failed: {_one_line(e)}"}
             decided.append((g, {"runner": runner, "plan": entry}))
     finally:
         if store is not None:
@@ -180,7 +188,7 @@ def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> tuple[di
             s, source = kernels.tuned_schedule(w, threads, opts.trials, opts.max_rel_error, store), "tuned"
         except Exception as e:   # tuning is an optimisation: its failure costs speed, not the compile
             log.warning("tilewise: tuning %s failed (%s); using the cost model's schedule", w,
-                        " ".join(str(e).split())[:200])
+                        _one_line(e))
     candidates = [s] if s is not None else []
     if s is None:
         candidates, source = kernels.model_schedule(w, threads), "cost model"
@@ -201,9 +209,15 @@ def _rewrite(ag: fx.GraphModule, decided) -> None:
     g = ag.graph
     channels_last = False
     replaced: dict[fx.Node, fx.Node] = {}
+    erased: set[fx.Node] = set()
     for spec, d in decided:
         runner = d["runner"]
         if runner is None:
+            continue
+        why = _cannot_replace(spec, erased)
+        if why is not None:             # this group runs in eager PyTorch, the others as kernels
+            log.warning("tilewise: %s (%s) stays eager: %s", spec.name, "+".join(spec.ops), why)
+            d["runner"], d["plan"] = None, {**d["plan"], "schedule": None, "reason": why}
             continue
         channels_last |= spec.kind.channels_last
         last = spec.nodes[-1]
@@ -219,6 +233,7 @@ def _rewrite(ag: fx.GraphModule, decided) -> None:
         last.replace_all_uses_with(new)
         for n in reversed(spec.nodes):
             g.erase_node(n)
+        erased.update(spec.nodes)
     if channels_last:
         # a conv group returns a (channels-last) permuted view: views of it must be reshapes
         for n in g.nodes:
@@ -236,6 +251,20 @@ def _rewrite(ag: fx.GraphModule, decided) -> None:
     g.eliminate_dead_code()
     g.lint()
     ag.recompile()
+
+
+def _cannot_replace(spec: GroupSpec, erased: set[fx.Node]) -> str | None:
+    """Why ``spec``'s nodes cannot become one call (None: they can): each node belongs to this
+    group only, and only the last one's value is used outside it."""
+    members = set(spec.nodes)
+    for n in spec.nodes:
+        if n in erased:
+            return f"{n.name} is in another group too"
+    for n in spec.nodes[:-1]:
+        outside = [u.name for u in n.users if u not in members]
+        if outside:
+            return f"{n.name} is used outside the group (by {', '.join(outside[:3])})"
+    return None
 
 
 def _from_group(n: fx.Node) -> bool:

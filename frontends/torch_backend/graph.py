@@ -5,7 +5,8 @@ A *fusion group* is one anchor op (``aten.mm``, ``aten.addmm``, ``aten.bmm``, 2-
 consumers (bias add, ReLU / GELU / SiLU / sigmoid / tanh, add / mul / sub / div with a tensor that
 broadcasts into the result or a scalar, and free ``view``s in between) which run in place on the
 kernel's fresh output buffer.  A chain link joins only when the value it consumes has no other
-user, so no other op can observe the buffer before the epilogue ran.
+user, so no other op can observe the buffer before the epilogue ran, and a node joins one group
+only (a binary op of two anchors' results belongs to the first).
 
 Everything else stays an aten op of the graph and runs in eager PyTorch.
 
@@ -196,6 +197,8 @@ def find_groups(g: fx.Graph, params: set[fx.Node]) -> tuple[list[GroupSpec], lis
         members = {n}
         while len(cur.users) == 1:
             c = next(iter(cur.users))
+            if c in taken:      # joins two anchors' results (SwiGLU's silu(gate) * up): the first owns it
+                break
             step = _epilogue_step(cur, c, b, members)
             if step is None:
                 break
