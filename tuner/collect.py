@@ -18,6 +18,11 @@ shipped dataset, two independent 5-round collections rank each workload's schedu
 mean Spearman of 0.70-0.83 (datasets/data/embedded_v4.README).  A workload is appended when all
 its rounds are done (a kill loses that workload's rounds in flight).
 
+``schedules`` (``tilewise collect --schedules-of STORE``) measures the schedules another collection
+holds for each workload, in its order, instead of drawing new ones: the same schedules on a second
+CPU, whose space may differ (an AVX2 CPU offers 8-lane vectors that a 512-bit one does not), so
+that two CPUs' records pair up schedule by schedule (datasets/data/*.README).
+
 On a cluster (``profiling.ray_runner.RayRunner``) each record carries the target of the node
 that measured it (:func:`measure`), and "already held" means held for any of the cluster's
 targets: a schedule is measured once per collection, on whichever node took it.
@@ -27,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from tilewise.core.workload import Workload
 from tilewise.core.candidate import Candidate
@@ -83,10 +88,43 @@ def _stream_seed(seed: int, w: Workload) -> int:
     return int(hashlib.sha256(f"{seed}:{w.key()}".encode()).hexdigest()[:15], 16)
 
 
+class _Listed:
+    """A strategy that proposes a fixed list of schedules in order (``collect(schedules=...)``)."""
+
+    def __init__(self, schedules: Sequence):
+        self.pending = list(schedules)
+
+    def propose(self, n: int) -> list:
+        batch, self.pending = self.pending[:n], self.pending[n:]
+        return batch
+
+    def observe(self, schedules, measurements) -> None:
+        pass
+
+
+def schedules_by_workload(records) -> dict[str, list]:
+    """Each workload's distinct schedules in ``records``, in record order (``collect(schedules=)``)."""
+    out: dict[str, list] = {}
+    seen: set = set()
+    for r in records:
+        key = (str(r.workload), r.schedule.key())
+        if key not in seen:
+            seen.add(key)
+            out.setdefault(str(r.workload), []).append(r.schedule)
+    return out
+
+
 def collect(workloads: Sequence[Workload], target: Target, store, runner: Runner,
             config: CollectConfig = CollectConfig(),
-            on_progress: Callable[[CollectProgress], None] | None = None) -> CollectProgress:
-    progress = CollectProgress(total=config.samples * len(workloads))
+            on_progress: Callable[[CollectProgress], None] | None = None,
+            schedules: Mapping[str, Sequence] | None = None) -> CollectProgress:
+    """Measure ``config.samples`` schedules of each workload into ``store``: drawn from the
+    workload's space, or the first ``samples`` of ``schedules[str(workload)]`` when given."""
+    if schedules is not None:
+        listed = {str(w): list(schedules.get(str(w), ()))[:config.samples] for w in workloads}
+        progress = CollectProgress(total=sum(map(len, listed.values())))
+    else:
+        progress = CollectProgress(total=config.samples * len(workloads))
     targets = runner_targets(runner, target)
     if config.rounds > 1 and len(targets) > 1:
         raise ValueError("--rounds pools a schedule's timings from one machine; a cluster measures each "
@@ -94,9 +132,11 @@ def collect(workloads: Sequence[Workload], target: Target, store, runner: Runner
     for w in workloads:
         progress.workload = str(w)
         space = space_for(w, target, SpaceOptions(max_threads=config.max_threads))
-        strategy = create(config.strategy, space, seed=_stream_seed(config.seed, w))
+        if schedules is not None:
+            strategy, wanted = _Listed(listed[str(w)]), len(listed[str(w)])
+        else:
+            strategy, wanted = create(config.strategy, space, seed=_stream_seed(config.seed, w)), config.samples
         held = set().union(*(store.keys(w, t) for t in targets))
-        wanted = config.samples
         pending: list = []                 # fresh schedules waiting for their rounds
         while wanted > 0:
             batch = strategy.propose(min(config.batch_size, wanted))

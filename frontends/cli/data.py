@@ -27,6 +27,9 @@ def collect(
                                "(fresh shuffled order, kernel rebuilt and reloaded) and pool them: "
                                "reproducible ranks for memory-bound kernels"),
     target_kind: str = typer.Option("cpu", "--target", help="cpu, or cuda: Triton kernels on the GPU torch sees"),
+    schedules_of: Optional[str] = typer.Option(None, "--schedules-of", help="measure the schedules this "
+                                               "record store holds for each workload (embedded: the shipped "
+                                               "dataset), not new ones: paired records of another CPU"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Measure SAMPLES schedules per workload into a record store; resumes where it stopped.
@@ -36,6 +39,8 @@ def collect(
       tilewise collect --workloads suite:bert-base --samples 50 --db bert.db
 
       tilewise collect --workloads matmul:512x512x512:f32,relu:1024x1024:f32 --samples 20 --strategy lhs
+
+      tilewise collect --workloads matmul:128x768x768:f32 --schedules-of embedded --db mine.db
     """
     from tilewise.tuner.collect import CollectConfig
     cluster = cluster or None                # --cluster "" is no cluster
@@ -49,9 +54,10 @@ def collect(
     target = target_for(kind)
     check_threads(threads, target)
     runner = measuring_runner(kind, cluster, build_workers)
+    listed = _listed_schedules(schedules_of, wls)
     store = open_db(db)
     config = CollectConfig(samples=samples, strategy=strategy, max_threads=threads, seed=seed, rounds=rounds)
-    result, stored = _run_collect(wls, target, store, runner, config, quiet=as_json)
+    result, stored = _run_collect(wls, target, store, runner, config, quiet=as_json, schedules=listed)
     db = getattr(store, "path", db)           # a database URL without its password
     summary = {"db": db, "workloads": len(wls), "measured": result.done - result.skipped,
                "skipped": result.skipped, "failed": result.failed, "by_status": result.by_status,
@@ -80,7 +86,27 @@ def _collect_workloads(spec: str) -> list:
     return wls
 
 
-def _run_collect(wls, target, store, runner, config, quiet: bool) -> tuple:
+def _listed_schedules(source: Optional[str], wls: list) -> Optional[dict]:
+    """``--schedules-of``: each workload's schedules in that store, or one error line when it
+    holds none for one of ``wls``."""
+    if source is None:
+        return None
+    from tilewise.costmodel.training import load_records
+    from tilewise.datasets.base import StoreError
+    from tilewise.tuner.collect import schedules_by_workload
+    try:
+        listed = schedules_by_workload(load_records(existing_store(source, "pass a record store to copy the "
+                                                                   "schedules of, or embedded")))
+    except StoreError as e:
+        fail(str(e))
+    missing = [str(w) for w in wls if str(w) not in listed]
+    if missing:
+        fail(f"{source} holds no schedule of {missing[0]}" + (f" (nor of {len(missing) - 1} more)" if len(missing) > 1
+                                                             else "") + ": collect without --schedules-of")
+    return listed
+
+
+def _run_collect(wls, target, store, runner, config, quiet: bool, schedules: Optional[dict] = None) -> tuple:
     """``(CollectResult, records in the store)``, with a progress bar on stderr unless ``quiet``;
     the store and the runner are closed however it ends."""
     from tilewise.profiling.ray_runner import ClusterError
@@ -95,7 +121,7 @@ def _run_collect(wls, target, store, runner, config, quiet: bool) -> tuple:
             progress.update(task, completed=p.done, total=p.total, workload=p.workload[:28],
                             failed=p.failed, skipped=p.skipped)
         try:
-            result = run_collect(wls, target, store, runner, config, on_progress=on_progress)
+            result = run_collect(wls, target, store, runner, config, on_progress=on_progress, schedules=schedules)
         except ClusterError as e:
             fail(str(e))
         return result, len(store)

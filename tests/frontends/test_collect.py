@@ -83,3 +83,10 @@ def test_collect_rejects_bad_input(tmp_path):
     r = subprocess.run(CLI + ["collect", "--workloads", "relu:8x8:f32", "--db", str(bad)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a tilewise record store" in r.stderr
+    for source, says in ((str(tmp_path / "missing.db"), "no record store at"),
+                         ("embedded", "embedded holds no schedule of relu:8x8:f32: collect without --schedules-of")):
+        r = subprocess.run(CLI + ["collect", "--workloads", "relu:8x8:f32", "--schedules-of", source,
+                                  "--db", str(tmp_path / "y.db")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.startswith("error:") and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "y.db").exists()

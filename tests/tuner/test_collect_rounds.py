@@ -73,3 +73,25 @@ def test_pool_rounds_and_bad_rounds():
     assert pooled.compile_time_s == 0.3 and pooled.median_s == 2.0
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         CollectConfig(rounds=0)
+
+
+def test_schedules_of_another_collection_are_measured_in_order(tmp_path, fixed_target):
+    """``collect --schedules-of``: the schedules another CPU's collection holds (drawn from that
+    CPU's space), in its order, capped at ``samples``; a rerun measures nothing new."""
+    from tilewise.tuner.collect import schedules_by_workload
+    from tilewise.tuner.space import SpaceOptions, space_for
+    import numpy as np
+    w, other = Workload.parse("relu:64x512:f32"), Workload.parse("add:64x512:f32")
+    space = space_for(w, fixed_target, SpaceOptions(max_threads=1))
+    rng = np.random.default_rng(4)
+    drawn = list(dict.fromkeys(space.sample(rng) for _ in range(12)))[:5]
+    listed = {str(w): drawn, str(other): drawn[:2]}
+    runner = Recording()
+    with open_store(tmp_path / "r.db") as store:
+        p = collect([w, other], detect(), store, runner, CollectConfig(samples=4, batch_size=3), schedules=listed)
+        assert runner.asked == [s.key() for s in drawn[:4]] + [s.key() for s in drawn[:2]]
+        assert p.total == p.done == 6 and p.skipped == 0
+        again = collect([w, other], detect(), store, runner, CollectConfig(samples=4), schedules=listed)
+        assert again.skipped == 6 and len(runner.asked) == 6
+        held = schedules_by_workload(store.iter())
+    assert held == {str(w): drawn[:4], str(other): drawn[:2]}
