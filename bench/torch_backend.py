@@ -230,6 +230,15 @@ def main(argv=None):
             json.dump(rows, f, indent=1)
 
 
+def print_columns(lines: list[list[str]]) -> None:
+    """Print rows of cells in aligned columns, the first row as the header (bench/hf_models.py too)."""
+    widths = [max(len(ln[i]) for ln in lines) for i in range(len(lines[0]))]
+    for i, ln in enumerate(lines):
+        print("  ".join(c.ljust(w) for c, w in zip(ln, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def print_table(rows):
     head = ["model", "size", "thr", "eager ms", "tilewise ms", "GFLOP/s tw", "vs eager", "vs inductor",
             "vs ind-max-at", "tw compile cold/cached s", "inductor compile s (def/max)", "tw rel err"]
@@ -245,11 +254,7 @@ def print_table(rows):
                       gf, _ratio(r, "eager"), _ratio(r, "inductor"), _ratio(r, "inductor-max-autotune"),
                       f"{r['tilewise_compile_s']:.2f}/{(r.get('tilewise_cached_compile_s') or float('nan')):.2f}",
                       ind, f"{r['tilewise_rel_error']:.1e}"])
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    for i, l in enumerate(lines):
-        print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(lines)
     for r in rows:
         if r.get("tilewise-unfused_s") and r.get("tilewise_s"):
             print(f"fuse: {r['model']}/{r['size']}/{r['threads']}t unfused {_fmt_ms(r['tilewise-unfused_s'])} ms, "

@@ -3,7 +3,9 @@
 Every learned model takes ``margin_feature`` (default ``"log10_roofline_s"``): when the feature
 extractor has that column -- log10 of an analytic time estimate in seconds -- the model learns
 ``log(median_s) - ln(10) * column`` (how far a kernel is off its roofline) and adds the column back
-when it predicts.  A ratio to the roofline carries over to shapes larger than any seen in training,
+when it predicts.  With the ``ceilings`` features the default margin is their
+``log10_measured_roofline_s`` (the bound of the target's measured ceilings), so the level carries
+over to a CPU of other ceilings.  A ratio to the roofline carries over to shapes larger than any seen in training,
 where trees cannot extrapolate a raw latency: on the 101-workload dataset it cut held-out MAPE of
 xgb from 0.33 to 0.23 (5 splits), the ranking metrics unchanged.  Without the column (or with
 ``margin_feature=None``) the target is plain log(median_s).
@@ -33,6 +35,9 @@ from tilewise.core.candidate import Candidate
 from tilewise.core.target import Target
 
 TARGET = "log(median_s)"
+#: the default margin where the features include ``ceilings`` (features/ceilings.py): the bound of
+#: the target's measured ceilings instead of the nominal machine's (alone, or in a concatenation)
+MEASURED_MARGINS = ("log10_measured_roofline_s", "ceilings.log10_measured_roofline_s")
 _TRAIN_DATA = "train_data.safetensors"
 
 
@@ -59,6 +64,8 @@ class LearnedModel(CostModel):
         self.feature_names = list(self.extractor.names())
         self.params = {**known, **params}
         col = self.params["margin_feature"]
+        if col == self.common_params["margin_feature"]:     # the default: the measured ceilings' bound
+            col = next((c for c in MEASURED_MARGINS if c in self.feature_names), col)
         self._margin_column = self.feature_names.index(col) if col in self.feature_names else None
         self._data: TrainingSet | None = None
         self.trained_on: dict[str, Any] = {"n_records": 0, "workloads": [], "targets": []}

@@ -71,8 +71,78 @@ def lowering_pipeline(threads: int, *, native_bf16: bool | None = None) -> str:
     return f"builtin.module({_BUFFERS},{head},{tail})"
 
 
+#: tilewise's libgomp adapter: the ``__kmpc_*`` entry points of MLIR's OpenMP lowering over GNU
+#: libgomp, the runtime PyTorch's CPU build runs its own ops on (one thread team for both)
+KMPC_ADAPTER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gomp_kmpc.c")
+
+
 @functools.lru_cache(maxsize=1)
 def openmp_runtime() -> str:
+    """The shared library multi-thread kernels get their ``__kmpc_*`` entry points from.
+
+    The libgomp adapter (``gomp_kmpc.c``, built once per source and compiler under
+    ``~/.cache/tilewise/runtime``), linked so that it resolves ``libgomp.so.1`` to the copy torch
+    ships: kernels and torch's eager ops then share one OpenMP thread team, and no environment
+    variable is needed for the two not to fight over the cores.  Where no C compiler with OpenMP
+    is at hand: ``libiomp5.so`` of the ``intel-openmp`` wheel (a second runtime, as before).
+    ``TILEWISE_OPENMP=libiomp5`` picks libiomp5 anyway (for A/B measurements of the two)."""
+    if os.environ.get("TILEWISE_OPENMP", "").lower() == "libiomp5":
+        return _libiomp5()
+    try:
+        return kmpc_adapter()
+    except CompileError as e:
+        import warnings
+        warnings.warn(f"tilewise: {e}; multi-thread kernels use libiomp5, a second OpenMP runtime beside "
+                      f"torch's", RuntimeWarning, stacklevel=2)
+        return _libiomp5()
+
+
+def _torch_lib_dir() -> str | None:
+    """torch's bundled-library folder (its libgomp.so.1), found without importing torch."""
+    import importlib.util
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return None
+    lib = os.path.join(os.path.dirname(spec.origin), "lib")
+    return lib if os.path.exists(os.path.join(lib, "libgomp.so.1")) else None
+
+
+def kmpc_adapter(cache: str | None = None) -> str:
+    """Path of the built libgomp adapter (built now when missing); raises CompileError("link")."""
+    import hashlib
+    import tempfile
+    from tilewise.core.paths import cache_home
+    with open(KMPC_ADAPTER_SOURCE, "rb") as f:
+        source = f.read()
+    torch_lib = _torch_lib_dir()
+    try:
+        compiler = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CompileError("link", f"no C compiler for the OpenMP adapter: {_one_line(e)}") from None
+    digest = hashlib.sha256(source + compiler.encode() + str(torch_lib).encode()).hexdigest()[:16]
+    folder = cache or cache_home("runtime")
+    path = os.path.join(folder, f"libtilewise_kmpc-{digest}.so")
+    if os.path.exists(path):
+        return path
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+    os.close(fd)
+    cmd = ["gcc", "-O2", "-fPIC", "-shared", "-fopenmp", "-o", tmp, KMPC_ADAPTER_SOURCE]
+    if torch_lib:                            # libgomp.so.1 is torch's copy, whichever loads first
+        cmd += [f"-Wl,-rpath,{torch_lib}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise CompileError("link", "building the OpenMP adapter failed: "
+                                       + _one_line(RuntimeError(done.stderr or done.stdout)))
+        os.replace(tmp, path)               # atomic: a concurrent build finds a whole library or none
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _libiomp5() -> str:
     """Path of ``libiomp5.so`` from the installed ``intel-openmp`` wheel (exports ``__kmpc_*``)."""
     try:
         files = metadata.files("intel-openmp") or []
@@ -303,7 +373,7 @@ def link_shared_library(object_path: str, library_path: str, *, threads: int = 1
 
     JIT objects use the large code model and are not position independent, so the library carries
     text relocations (``-z notext``: accepted, no warning).  A multi-thread kernel is linked against
-    libiomp5 with an rpath, so the library loads on its own."""
+    :func:`openmp_runtime` with an rpath, so the library loads on its own."""
     cmd = ["gcc", "-shared", "-o", library_path, object_path, "-Wl,-z,notext", "-lm"]
     if threads > 1:
         omp = openmp_runtime()

@@ -36,12 +36,11 @@ from typing import Callable
 
 import numpy as np
 
-from tilewise.core.paths import cache_home
+from tilewise.core.descriptor import SCHEMA_VERSION, cached_descriptor, descriptor_path
 from tilewise.core.target import Target
 
 _ACCUMULATORS = 12
 _LOAD_ACCUMULATORS = 8
-SCHEMA_VERSION = 1
 
 
 def median_rate(work: float, fn: Callable[[], object], runs: int = 5, rounds: int = 3) -> float:
@@ -262,21 +261,6 @@ def measure_descriptor(target: Target, on_step: Callable[[str], None] | None = N
     return out
 
 
-def _path(target: Target, folder: str | None) -> str:
-    return os.path.join(folder or cache_home("targets"), f"{target.key()}.json")
-
-
-def cached_descriptor(target: Target, folder: str | None = None) -> dict[str, float] | None:
-    try:
-        with open(_path(target, folder)) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if data.get("schema_version") != SCHEMA_VERSION or data.get("target_key") != target.key():
-        return None
-    return {str(k): float(v) for k, v in data["measured"].items()}
-
-
 def descriptor(target: Target, *, refresh: bool = False, folder: str | None = None,
                on_step: Callable[[str], None] | None = None) -> dict[str, float]:
     """The measured figures of ``target``: from the cache, or measured now (and cached, atomically)."""
@@ -285,7 +269,7 @@ def descriptor(target: Target, *, refresh: bool = False, folder: str | None = No
         if hit is not None:
             return hit
     measured = measure_descriptor(target, on_step)
-    path = _path(target, folder)
+    path = descriptor_path(target, folder)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".target-", suffix=".json")
     with os.fdopen(fd, "w") as f:

@@ -27,20 +27,23 @@ from tilewise.core.workload import Workload
 log = logging.getLogger("tilewise.torch_backend")
 _LOCK = threading.Lock()
 
-# Kernels run on libiomp5's threads, eager ops between them on torch's own pool: with the default
-# 200 ms spin after each parallel region the two pools fight over the cores (2-5x slower end to
-# end on 2 cores).  Idle kernel threads sleep at once instead; read when libiomp5 initialises.
+# Kernels run on torch's own OpenMP team (ir.compiler.openmp_runtime: the libgomp adapter).  Where
+# that adapter cannot be built they run on libiomp5's threads, eager ops on torch's pool: with the
+# default 200 ms spin after each parallel region the two pools fight over the cores (2-5x slower
+# end to end on 2 cores).  Idle libiomp5 threads then sleep at once; read when libiomp5 initialises.
 os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 
 @functools.lru_cache(maxsize=1)
 def warn_if_torch_threads_spin(threads: int) -> None:
-    """torch's bundled libgomp spins its idle threads after every eager op (it reads
-    ``OMP_WAIT_POLICY`` once, when ``import torch`` loads it, so tilewise cannot change it later):
-    a multi-threaded kernel that follows an eager op then shares the cores with spinning threads.
+    """Only where kernels run on libiomp5 (no libgomp adapter): torch's bundled libgomp spins its
+    idle threads after every eager op (it reads ``OMP_WAIT_POLICY`` once, when ``import torch``
+    loads it), and a multi-threaded kernel that follows an eager op shares the cores with them.
     Measured on 2 cores (bench/torch_backend.py): transformer block (4x128x512) 22.0 -> 14.4 ms and
     MLP 64x512 2.68 -> 1.42 ms with ``OMP_WAIT_POLICY=PASSIVE``.  One log line, once per process."""
-    if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+    from tilewise.ir.compiler import openmp_runtime
+    if threads > 1 and "libiomp5" in os.path.basename(openmp_runtime()) \
+            and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         log.warning("tilewise kernels run on %d threads while torch's OpenMP threads spin between eager ops; "
                     "start Python with OMP_WAIT_POLICY=PASSIVE for the multi-threaded kernels to get the "
                     "cores (up to 1.9x faster end to end on 2 cores)", threads)

@@ -56,3 +56,16 @@ def test_embedded_all_pools_every_shipped_file():
     assert len(SHIPPED_DATASETS) >= 2
     assert len({r.target_key for r in records}) == len(SHIPPED_DATASETS)
     assert len(records) == sum(1 for p in SHIPPED_DATASETS for _ in embedded_records(p))
+
+
+def test_every_shipped_cpu_has_its_measured_ceilings():
+    """datasets/data/targets.json holds each shipped CPU's measured ceilings; the records of
+    embedded_records() carry them (their keys unchanged), which the ``ceilings`` features read."""
+    from tilewise.datasets.embedded import SHIPPED_DATASETS, shipped_ceilings
+    table = shipped_ceilings()
+    for path in SHIPPED_DATASETS:
+        r = next(iter(embedded_records(path)))
+        figures = table[r.target_key]
+        assert f"fma_f32_{r.target.simd_bits}b_1t_flops_per_s" in figures
+        assert dict(r.target.peaks) == figures
+        assert r.target.key() == dataclasses.replace(r.target, peaks=()).key()
