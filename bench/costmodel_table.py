@@ -9,8 +9,17 @@ predict) and xgb's 15 most important features.
 Goals (issue #4): every learned model beats the roofline on the ranking metrics; xgb trains in
 under a minute and scores 100k candidates in under 2 s.
 
+``--cross-target`` prints the transfer table instead (issue 19): for each CPU of the store (default
+``embedded:all``, every shipped CPU) held out in turn, xgb trained on the other CPUs' records and
+scored on the held-out CPU's, zero-shot and with ``--few-shot`` (default 32) of its records added
+to training, per feature set (``--feature-sets``, default ``analytic`` and
+``analytic,ceilings``), next to the roofline.  Goals: Spearman >= 0.85, top-1 >= 0.93,
+MAPE <= 20 % zero-shot; Spearman >= 0.9, MAPE <= 12 % few-shot.
+
     python bench/costmodel_table.py [--db embedded|STORE] [--features analytic] [--seeds 5]
                                     [--json out.json]
+    python bench/costmodel_table.py --cross-target [--db embedded:all|STORE,STORE...]
+                                    [--feature-sets analytic;analytic,ceilings] [--few-shot 32]
 """
 from __future__ import annotations
 
@@ -59,6 +68,42 @@ def time_scoring(model, records, n: int = 100_000) -> dict[str, float]:
     return {"n": n, **{k: float(np.median(v)) for k, v in steps.items()}}
 
 
+def cross_target(records, feature_sets: list[str], few_shot: int, console) -> list[dict]:
+    """Each target held out in turn: rows of (held-out CPU, features, shots, metrics)."""
+    from tilewise.costmodel.split import by_target
+    names = {}
+    for r in records:
+        names.setdefault(r.target_key, f"{r.target.name} {dict(r.target.cpuid).get('family', '?')}/"
+                                       f"{dict(r.target.cpuid).get('model', '?')} {r.target.simd_bits}-bit")
+    rows = []
+    for key in sorted(names):
+        for shots in (0, few_shot):
+            split = by_target(records, [key], few_shot=shots)
+            test_ok = usable_records(split.test)
+            for features in ["roofline"] + feature_sets:
+                model = create("roofline") if features == "roofline" else create("xgb", features=features)
+                t0 = time.perf_counter()
+                if features != "roofline":
+                    model.fit(split.train)
+                m = score(model, test_ok)
+                rows.append({"held_out": key[:12], "cpu": names[key], "features": features, "few_shot": shots,
+                             "n_train": len(usable_records(split.train)), "n_test": len(test_ok),
+                             "metrics": m, "train_s": time.perf_counter() - t0})
+                console.print(f"  held out {key[:12]} ({names[key]}), {features}, {shots} shots: Spearman "
+                              f"{m['spearman']:.3f}, top-1 {m['top1']:.3f}, MAPE {m['mape']:.1%}")
+    table = Table(title="transfer to a held-out CPU (xgb trained on the other CPUs' records)")
+    for c in ("held-out CPU", "features", "shots", "spearman", "top1", "mape", "train s"):
+        table.add_column(c, justify="left" if c in ("held-out CPU", "features") else "right")
+    for r in rows:
+        m = r["metrics"]
+        table.add_row(f"{r['held_out']} {r['cpu']}", r["features"], str(r["few_shot"]), _fmt(m["spearman"]),
+                      _fmt(m["top1"]), f"{m['mape']:.1%}", f"{r['train_s']:.1f}")
+    console.print(table)
+    console.print("goals: zero-shot Spearman >= 0.85, top-1 >= 0.93, MAPE <= 20 %; "
+                  f"{few_shot} shots: Spearman >= 0.9, MAPE <= 12 %")
+    return rows
+
+
 def _fmt(v: float) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
 
@@ -73,8 +118,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="average the metrics over this many splits")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated row labels")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--cross-target", action="store_true", help="the transfer table (module docstring)")
+    ap.add_argument("--feature-sets", default="analytic;analytic,ceilings",
+                    help="with --cross-target: feature sets separated by ';'")
+    ap.add_argument("--few-shot", type=int, default=32)
     args = ap.parse_args(argv)
     console = Console(width=max(Console().width, 140))
+    if args.cross_target:
+        db = args.db if args.db != EMBEDDED else "embedded:all"
+        records = [r for part in db.split(",") for r in load_records(part)]
+        rows = cross_target(records, [f for f in args.feature_sets.split(";") if f], args.few_shot, console)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=2)
+        return 0
 
     records = load_records(args.db)
     seeds = list(range(args.seed, args.seed + args.seeds))

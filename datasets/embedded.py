@@ -18,7 +18,7 @@ from typing import Iterator
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EMBEDDED_DATASET = DATA_DIR / "embedded_v4.jsonl.gz"
 #: every shipped dataset file, one per CPU the records were measured on (each file's README names it)
-SHIPPED_DATASETS = (EMBEDDED_DATASET, DATA_DIR / "embedded_zen4_v1.jsonl.gz")
+SHIPPED_DATASETS = (EMBEDDED_DATASET, DATA_DIR / "embedded_zen4_v1.jsonl.gz", DATA_DIR / "embedded_zen3_v1.jsonl.gz")
 
 
 #: the measured ceilings of the shipped datasets' CPUs, by target key (each entry says how)
