@@ -52,7 +52,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tilewise.features.base import FeatureExtractor, register_extractor
+from tilewise.features.base import FeatureExtractor, batch_memo, register_extractor
 from tilewise.features.views import FAMILIES, INTERCHANGES, PRECISIONS, View, build_view
 from tilewise.core.candidate import Candidate
 from tilewise.core.target import Target
@@ -244,6 +244,15 @@ def _totals(v: View, target: Target, out: _Columns, used: np.ndarray, imbalance:
     out["log10_schedule_bound_s"] = _log10(np.maximum(compute_s * slowdown, memory_s))
 
 
+def computed(candidates: Sequence[Candidate], target: Target):
+    """``(view, order, compute(view, target))`` of ``candidates``: computed once per Concat
+    extraction (``ceilings`` beside ``analytic`` reads the same; the view is most of the cost)."""
+    def run():
+        view, order = build_view([(c.workload, c.schedule) for c in candidates])
+        return view, order, compute(view, target)
+    return batch_memo("analytic.computed", run)
+
+
 def _reference_target() -> Target:
     return Target(kind="cpu", name="reference", arch="x86_64", isa=(), cores=1, simd_bits=256,
                   cache_bytes=(("L1d", 32768), ("L2", 1 << 20), ("L3", 1 << 25)))
@@ -262,8 +271,7 @@ class AnalyticFeatures(FeatureExtractor):
         return list(_NAMES)
 
     def extract(self, candidates: Sequence[Candidate], target: Target) -> np.ndarray:
-        view, order = build_view([(c.workload, c.schedule) for c in candidates])
-        cols = compute(view, target)
+        view, order, cols = computed(candidates, target)
         block = np.empty((len(candidates), len(_NAMES)), dtype=np.float32)
         block[order] = np.stack([cols[name] for name in _NAMES], axis=1) if len(order) else 0
         return block

@@ -12,6 +12,7 @@ Contract:
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -51,7 +52,25 @@ class Concat(FeatureExtractor):
         return [f"{p.name}.{n}" for p in self.parts for n in p.names()]
 
     def extract(self, candidates: Sequence[Candidate], target: Target) -> np.ndarray:
-        return np.concatenate([p.extract(candidates, target) for p in self.parts], axis=1)
+        _BATCH.memo = {}          # parts may share work on this one batch (batch_memo), then it goes
+        try:
+            return np.concatenate([p.extract(candidates, target) for p in self.parts], axis=1)
+        finally:
+            _BATCH.memo = None
+
+
+_BATCH = threading.local()
+
+
+def batch_memo(name: str, compute):
+    """``compute()``, shared by the parts of one :class:`Concat` extraction (``analytic`` and
+    ``ceilings`` read the same view of the batch); outside a Concat it is simply called."""
+    memo = getattr(_BATCH, "memo", None)
+    if memo is None:
+        return compute()
+    if name not in memo:
+        memo[name] = compute()
+    return memo[name]
 
 
 def create(spec: str) -> FeatureExtractor:

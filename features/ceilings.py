@@ -33,7 +33,6 @@ from tilewise.core.descriptor import measured_figures
 from tilewise.core.target import Target
 from tilewise.features import analytic
 from tilewise.features.base import FeatureExtractor, register_extractor
-from tilewise.features.views import build_view
 
 NAMES = ["log10_fma_per_core", "log10_dram_bytes_per_s", "log10_l1_bytes_per_s", "log10_compute_peak_s",
          "log10_compute_bound_s", "log10_dram_s", "log10_l1_s", "log10_fork_join_s",
@@ -67,8 +66,7 @@ class CeilingFeatures(FeatureExtractor):
         out = np.zeros((len(candidates), len(NAMES)), dtype=np.float32)
         if not candidates:
             return out
-        view, order = build_view([(c.workload, c.schedule) for c in candidates])
-        cols = analytic.compute(view, target)
+        view, order, cols = analytic.computed(candidates, target)   # shared with analytic's extract
         threads = np.asarray(view.threads, dtype=np.float64)
         used = np.minimum(np.maximum(threads, 1), max(target.cores, 1))
         per = {t: ceilings(target, int(t)) for t in np.unique(used)}

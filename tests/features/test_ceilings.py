@@ -89,3 +89,18 @@ def test_the_default_margin_is_the_measured_roofline():
         create_model("xgb", features="analytic,ceilings").feature_names.index("ceilings.log10_measured_roofline_s")
     plain = create_model("xgb", features="analytic")
     assert plain.feature_names[plain._margin_column] == "log10_roofline_s"
+
+
+def test_beside_analytic_the_view_is_built_once_and_the_columns_are_the_same(monkeypatch):
+    from tilewise.features import analytic as analytic_module
+    cands = [Candidate(MATMUL, MATMUL.kind.default_schedule(MATMUL, TARGET)),
+             Candidate(ADD, ADD.kind.default_schedule(ADD, TARGET))]
+    target = with_peaks(FULL_WIDTH)
+    apart = np.concatenate([create("analytic").extract(cands, target), create("ceilings").extract(cands, target)], axis=1)
+    calls = []
+    real = analytic_module.build_view
+    monkeypatch.setattr(analytic_module, "build_view", lambda items: calls.append(1) or real(items))
+    together = create("analytic,ceilings").extract(cands, target)
+    assert len(calls) == 1 and np.array_equal(together, apart)
+    create("analytic,ceilings").extract(cands, target)
+    assert len(calls) == 2                       # nothing is kept between extractions
