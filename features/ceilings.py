@@ -39,18 +39,22 @@ NAMES = ["log10_fma_per_core", "log10_dram_bytes_per_s", "log10_l1_bytes_per_s",
          "log10_measured_roofline_s", "measured"]
 
 
+def nominal_fma(target: Target) -> float:
+    """analytic's FMA rate per core: lanes x FMA units x 2 flops x the nominal clock."""
+    return target.simd_lanes() * analytic.FMA_UNITS * 2 * analytic.CLOCK_HZ
+
+
 def ceilings(target: Target, threads: int) -> dict[str, float]:
     """The ceilings of ``target`` for a schedule on ``threads`` threads, and whether measured."""
     got = measured_figures(target)
     lanes = target.simd_lanes()
-    nominal_fma = lanes * analytic.FMA_UNITS * 2 * analytic.CLOCK_HZ
     fma = got.get(f"fma_f32_{target.simd_bits}b_1t_flops_per_s")
     used = min(max(threads, 1), max(target.cores, 1))
     dram = got.get(f"stream_dram_{used}t_bytes_per_s") or got.get("stream_dram_1t_bytes_per_s") \
         or got.get("load_dram_bytes_per_s")
     l1 = got.get("load_L1d_bytes_per_s")
     fork = got.get(f"omp_fork_join_{used}t_s") if used > 1 else None
-    return {"fma": fma or nominal_fma, "dram": dram or analytic.MEMORY_BYTES_PER_S,
+    return {"fma": fma or nominal_fma(target), "dram": dram or analytic.MEMORY_BYTES_PER_S,
             "l1": l1 or lanes * 4 * 2 * analytic.CLOCK_HZ,       # two vector loads per cycle
             "fork": fork or (1e-6 if used > 1 else 1e-9), "measured": float(fma is not None)}
 
@@ -69,19 +73,14 @@ class CeilingFeatures(FeatureExtractor):
         view, order, cols = analytic.computed(candidates, target)   # shared with analytic's extract
         threads = np.asarray(view.threads, dtype=np.float64)
         used = np.minimum(np.maximum(threads, 1), max(target.cores, 1))
-        per = {t: ceilings(target, int(t)) for t in np.unique(used)}
-        fma = np.array([per[t]["fma"] for t in used])
-        dram = np.array([per[t]["dram"] for t in used])
-        l1 = np.array([per[t]["l1"] for t in used])
-        fork = np.array([per[t]["fork"] for t in used])
-        measured = np.array([per[t]["measured"] for t in used])
-        nominal = target.simd_lanes() * analytic.FMA_UNITS * 2 * analytic.CLOCK_HZ
+        counts, row = np.unique(used, return_inverse=True)       # one ceilings lookup per thread count
+        per = np.array([[c["fma"], c["dram"], c["l1"], c["fork"], c["measured"]]
+                        for c in (ceilings(target, int(t)) for t in counts)])
+        fma, dram, l1, fork, measured = per[row].T
         # analytic's compute bounds are flops / (used * nominal): rescale them to the measured rate
-        shift = np.log10(nominal / fma)
-        compute_peak = cols["log10_compute_s"] + shift
-        lanes = float(target.simd_lanes())           # analytic's charge for imbalance and lanes
-        slowdown = cols["load_imbalance"] * np.where(cols["vectorize"] > 0,
-                                                     1.0 / np.maximum(cols["lane_use"], 2.0 ** -30), lanes)
+        compute_peak = cols["log10_compute_s"] + np.log10(nominal_fma(target) / fma)
+        slowdown = cols["load_imbalance"] * np.where(      # analytic's charge for imbalance and lanes
+            cols["vectorize"] > 0, 1.0 / np.maximum(cols["lane_use"], 2.0 ** -30), float(target.simd_lanes()))
         compute_bound = compute_peak + np.log10(slowdown)
         bytes_total = 2.0 ** cols["log2_bytes"]
         dram_s = np.log10(bytes_total / dram)
