@@ -41,18 +41,19 @@ def embedded_records(path: str | os.PathLike = EMBEDDED_DATASET) -> Iterator:
     import dataclasses
     from tilewise.core.record import Record
     ceilings = shipped_ceilings()
+    #: each distinct target of the file, with its ceilings (a Target's hash and equality ignore its
+    #: peaks, as its key does; hashing it is ~100x cheaper than the key's sha256 per record)
     with_peaks: dict = {}
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 r = Record.from_json(json.loads(line))
-                figures = ceilings.get(r.target_key)
-                if figures and not r.target.peaks:
-                    t = with_peaks.get(r.target_key)
-                    if t is None:
-                        t = with_peaks[r.target_key] = dataclasses.replace(
-                            r.target, peaks=tuple(sorted(figures.items())))
-                    r = dataclasses.replace(r, target=t)
+                if not r.target.peaks:
+                    if r.target not in with_peaks:
+                        figures = ceilings.get(r.target.key())
+                        with_peaks[r.target] = dataclasses.replace(
+                            r.target, peaks=tuple(sorted(figures.items()))) if figures else r.target
+                    r = dataclasses.replace(r, target=with_peaks[r.target])
                 yield r
 
 
