@@ -71,6 +71,12 @@ class Script:
         with self._ip:
             return transform.MergeHandlesOp(list(handles)).result
 
+    def split_op(self, target: ir.Value, dimension: int, after: int) -> ir.Value:
+        """``structured.split``: ``target`` cut along loop ``dimension`` into [0, after) and
+        [after, extent); one handle holding both ops, in that order."""
+        with self._ip:
+            return ts.SplitOp(target, dimension=dimension, chunk_sizes=after).result
+
     # -- tiling ----------------------------------------------------------------------------------
     def tile(self, target: ir.Value, sizes: Sequence[int],
              interchange: Sequence[int] | None = None) -> tuple[ir.Value, list[ir.Value]]:
