@@ -5,7 +5,12 @@ Canonical string form (the CLI's): ``OP:SHAPES:DTYPE[:ATTRS]``
 * ``SHAPES``: one or more ``x``-separated shapes, comma-separated (``1x56x56x64,3x3x64x64``);
 * ``DTYPE``: ``f32 | bf16 | f16 | i8`` (what the op's inputs hold; contractions accumulate in f32,
   or i32 for i8);
-* ``ATTRS``: optional ``name=int`` pairs, comma-separated (``stride=2,pad=1``).
+* ``ATTRS``: optional ``name=int`` pairs, comma-separated (``stride=2,pad=1``); an op kind may
+  give an attribute a one-letter short form written ``<letter><int>`` (its ``short_attrs``:
+  ``matmul:1x4096x4096:w4a32:g128`` is ``group=128``), which is also how it prints.
+
+An op kind may hand some dtypes to a variant of itself (``OpKind.variant``): ``matmul`` with a
+weight-only dtype (``w8a32``, ``w4a32``, ...) is computed by the weight-only quantized matmul.
 
 What each op kind's shapes mean is documented on the op kind (``tilewise.ir.ops``); for example
 ``matmul:MxNxK``, ``batch_matmul:BxMxNxK``, ``conv2d_nhwc:NxHxWxC,KHxKWxCxF``.
@@ -41,6 +46,7 @@ def get_op(name: str):
 
 _DIMS_RE = re.compile(r"^[0-9]+(x[0-9]+)*$")
 _ATTR_RE = re.compile(r"^([a-z_]+)=(-?[0-9]+)$")
+_SHORT_ATTR_RE = re.compile(r"^([a-z])([0-9]+)$")
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,11 @@ class Workload:
     def __post_init__(self):
         object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in self.shapes))
         object.__setattr__(self, "attrs", tuple(sorted((str(k), int(v)) for k, v in dict(self.attrs).items())))
-        kind = get_op(self.op)   # raises WorkloadError for an unknown op
+        base = get_op(self.op)   # raises WorkloadError for an unknown op
+        kind = base.variant(self.dtype)
         if self.dtype not in kind.dtypes:
             raise WorkloadError(
-                f"{self.op} does not support dtype {self.dtype!r}: use one of {', '.join(kind.dtypes)}")
+                f"{self.op} does not support dtype {self.dtype!r}: use one of {', '.join(base.supported_dtypes())}")
         kind.check(self)
 
     # -- forms -----------------------------------------------------------------------------------
@@ -78,17 +85,23 @@ class Workload:
             shapes.append(tuple(int(d) for d in s.split("x")))
         attrs = {}
         if len(parts) == 4 and parts[3]:
+            short = get_op(op).variant(dtype_name).short_attrs
             for a in parts[3].split(","):
-                m = _ATTR_RE.match(a)
-                if not m:
-                    raise WorkloadError(f"malformed attribute {a!r} in {text!r}: expected name=integer")
-                attrs[m.group(1)] = int(m.group(2))
+                m, s = _ATTR_RE.match(a), _SHORT_ATTR_RE.match(a)
+                if m:
+                    attrs[m.group(1)] = int(m.group(2))
+                elif s and s.group(1) in short:
+                    attrs[short[s.group(1)]] = int(s.group(2))
+                else:
+                    forms = "name=integer" + "".join(f" or {k}<integer> ({v})" for k, v in short.items())
+                    raise WorkloadError(f"malformed attribute {a!r} in {text!r}: expected {forms}")
         return cls(op, tuple(shapes), dtype_name, tuple(attrs.items()))
 
     def __str__(self) -> str:
         s = f"{self.op}:{','.join('x'.join(map(str, sh)) for sh in self.shapes)}:{self.dtype}"
         if self.attrs:
-            s += ":" + ",".join(f"{k}={v}" for k, v in self.attrs)
+            short = {v: k for k, v in self.kind.short_attrs.items()}
+            s += ":" + ",".join(f"{short[k]}{v}" if k in short else f"{k}={v}" for k, v in self.attrs)
         return s
 
     def to_json(self) -> dict[str, Any]:
@@ -106,7 +119,7 @@ class Workload:
     # -- derived ---------------------------------------------------------------------------------
     @property
     def kind(self):
-        return get_op(self.op)
+        return get_op(self.op).variant(self.dtype)
 
     def attr(self, name: str, default: int) -> int:
         return dict(self.attrs).get(name, default)

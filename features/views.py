@@ -72,7 +72,7 @@ class View:
     vectorize: np.ndarray
     interchange: np.ndarray   # index into INTERCHANGES, -1 for ops without cache-level loops
     precision: np.ndarray     # index into PRECISIONS
-    elt_bytes: np.ndarray     # bytes of an input element in the compute precision
+    elt_bytes: np.ndarray     # bytes of an input element in the compute precision (weight-only: of a weight + its scale share)
     out_bytes: np.ndarray     # bytes of an output element
     flops: np.ndarray
     bytes_total: np.ndarray   # every argument once, inputs in the compute precision
@@ -137,9 +137,23 @@ def _grid(threads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=8192)
 def _contraction_info(w: Workload) -> tuple:
+    """Shapes and sizes; ``a_bytes, b_bytes`` are -1 where the compute precision sets the operands'
+    element width, and a weight-only matmul's own widths where it does not (A's dtype; B's bits / 8
+    plus its f32 scale per group: 4.5 / 8 bytes a w4 weight at g128)."""
     b, m, n, k = w.kind.mnk(w)
     ins, outs, ob = _arg_elements(w)
-    return b, m, n, k, ins, outs, ob, w.flops
+    a_bytes = b_bytes = -1.0
+    if getattr(w.kind, "weight_only", False):
+        a_bytes = float(DTYPES[w.kind.activation_dtype(w)].nbytes)
+        b_bytes = w.kind.bits(w) / 8 + DTYPES["f32"].nbytes / w.kind.group(w)
+        ins = m * k + k * n       # elements of A and of the weights (the scales are in b_bytes)
+    return b, m, n, k, ins, outs, ob, w.flops, a_bytes, b_bytes
+
+
+def _precision_index(w: Workload, s: Schedule) -> int:
+    """The compute precision: a weight-only matmul computes in its activations' dtype."""
+    p = s.get("precision", w.dtype)
+    return _PREC[w.kind.activation_dtype(w)] if getattr(w.kind, "weight_only", False) else _PREC[p]
 
 
 def _contraction_row(w: Workload, s: Schedule) -> tuple:
@@ -148,12 +162,12 @@ def _contraction_row(w: Workload, s: Schedule) -> tuple:
     return _contraction_info(w) + (
         mc, nc, kc, mr, nr, _IX.get(tuple(s.get("interchange", (0, 1, 2))), 0), bool(s.get("promote", False)),
         bool(s.get("vectorize", True)), int(s.get("unroll", 1)), int(s.get("threads", 1)),
-        _SPLITS.index(s.get("parallel_dim", "n")), _PREC[s.get("precision", w.dtype)])
+        _SPLITS.index(s.get("parallel_dim", "n")), _precision_index(w, s))
 
 
 def _contraction_view(a: np.ndarray) -> View:
-    (b, m, n, k, ins, outs, ob, flops, mc, nc, kc, mr, nr, ix, promote, vec, unroll, threads, pdim,
-     prec) = a.T
+    (b, m, n, k, ins, outs, ob, flops, a_bytes, b_bytes, mc, nc, kc, mr, nr, ix, promote, vec, unroll,
+     threads, pdim, prec) = a.T
     n_rows = len(a)
     one = np.ones(n_rows)
     D = np.stack([b, m, n, k], axis=1)
@@ -170,18 +184,21 @@ def _contraction_view(a: np.ndarray) -> View:
         units = np.where(grid, D[:, 1] * D[:, 2], units)
     C = np.stack([one, _tile(mc, Dt[:, 1]), _tile(nc, Dt[:, 2]), _tile(kc, Dt[:, 3])], axis=1)
     T = np.stack([one, np.minimum(mr, C[:, 1]), np.minimum(nr, C[:, 2]), np.minimum(unroll, C[:, 3])], axis=1)
-    eb = _ELT_BYTES[prec.astype(int)]
-    cache_bytes = np.stack([C[:, 1] * C[:, 3] * eb, C[:, 3] * C[:, 2] * eb, C[:, 1] * C[:, 2] * ob], axis=1)
-    reg_bytes = np.stack([T[:, 1] * T[:, 3] * eb, T[:, 3] * T[:, 2] * eb, T[:, 1] * T[:, 2] * ob], axis=1)
+    compute_bytes = _ELT_BYTES[prec.astype(int)]
+    ea = np.where(a_bytes > 0, a_bytes, compute_bytes)
+    eb = np.where(b_bytes > 0, b_bytes, compute_bytes)      # B: the streamed weights' width
+    cache_bytes = np.stack([C[:, 1] * C[:, 3] * ea, C[:, 3] * C[:, 2] * eb, C[:, 1] * C[:, 2] * ob], axis=1)
+    reg_bytes = np.stack([T[:, 1] * T[:, 3] * ea, T[:, 3] * T[:, 2] * eb, T[:, 1] * T[:, 2] * ob], axis=1)
     # A is read along its rows (k); B row by row down k, from the packed Kc x Nc panel if promoted; C
     # row by row (mr rows of it live in registers)
-    row_stride = np.stack([k * eb, np.where(promote > 0, C[:, 2], n) * eb, n * ob], axis=1)
+    row_stride = np.stack([k * ea, np.where(promote > 0, C[:, 2], n) * eb, n * ob], axis=1)
+    in_bytes = np.where(b_bytes > 0, m * k * ea + k * n * eb, ins * eb)
     sweep_rows = np.stack([T[:, 1], C[:, 3], T[:, 1]], axis=1)
     return View(family=0 * one, D=D, Dt=Dt, m0=one, m0t=one, rm=one, C=C, T=T, vec_axis=2 * one,
                 cache_bytes=cache_bytes, reg_bytes=reg_bytes, flops_per_iter=2 * one, threads=threads,
                 split_axis=split.astype(float), split_units=units, promote=promote, unroll=unroll,
                 vectorize=vec, interchange=ix, precision=prec, elt_bytes=eb, out_bytes=ob, flops=flops,
-                bytes_total=ins * eb + outs * ob, stride=one, row_stride=row_stride, sweep_rows=sweep_rows)
+                bytes_total=in_bytes + outs * ob, stride=one, row_stride=row_stride, sweep_rows=sweep_rows)
 
 
 # -- conv ------------------------------------------------------------------------------------------

@@ -173,6 +173,13 @@ class Script:
         with self._ip:
             transform.ApplyCommonSubexpressionEliminationOp(target)
 
+    def fold_unit_dims(self, target: ir.Value) -> None:
+        """Drop the unit dims of tiled linalg ops on tensors (rank-reducing slices).  A register tile whose
+        reduction dims all have extent 1 becomes an all-parallel op, so its body vectorizes as
+        written -- a ``math.fma`` stays one FMA -- instead of through a multi-dim reduction."""
+        self._patterns(target, ts.ApplyFoldUnitExtentDimsViaSlicesPatternsOp,
+                       transform.ApplyCanonicalizationPatternsOp)
+
     def decompose(self, target: ir.Value) -> ir.Value:
         """Rewrite higher-D convolutions into 1-D ones the vectorizer handles (tensors only)."""
         with self._ip:

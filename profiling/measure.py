@@ -93,7 +93,7 @@ def make_problem(w: Workload, precision: str | None = None, seed: int = 0) -> Pr
     check_buffers_fit(w, precision)         # one line BuffersTooLarge, not numpy's MemoryError
     kind = w.kind
     rng = np.random.default_rng(seed)
-    values = [round_to(v, w.dtype) for v in kind.sample_inputs(w, rng)]
+    values = kind.round_inputs(w, kind.sample_inputs(w, rng))
     expected = kind.reference(w, values)
     specs = kind.args(w, precision)
     ins = [a for a in specs if not a.is_output]

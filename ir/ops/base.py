@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from tilewise.ir.dtypes import DTYPES, to_storage
+from tilewise.ir.dtypes import DTYPES, round_to, to_storage
 from tilewise.core.schedule import Schedule
 from tilewise.core.workload import OP_KINDS, WorkloadError, get_op
 
@@ -58,6 +58,17 @@ class OpKind(ABC):
     knobs: dict[str, str] = {}
     #: precisions an f32 workload may be computed in (the ``precision`` knob)
     precisions: tuple[str, ...] = ()
+    #: one-letter short forms of attributes in workload strings (``{"g": "group"}``: ``:g128``)
+    short_attrs: dict[str, str] = {}
+
+    def variant(self, dtype: str) -> "OpKind":
+        """The op kind that computes this op in ``dtype`` (itself, unless a variant takes the dtype:
+        ``matmul``'s weight-only formats)."""
+        return self
+
+    def supported_dtypes(self) -> tuple[str, ...]:
+        """Every dtype a workload of this op may name, its variants' included."""
+        return self.dtypes
 
     # -- what it computes ------------------------------------------------------------------------
     def mlir(self, w: "Workload", precision: str) -> str:
@@ -93,6 +104,11 @@ class OpKind(ABC):
             else:
                 out.append(rng.integers(-100, 101, a.shape).astype(np.float64))
         return out
+
+    def round_inputs(self, w: "Workload", values: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The values the workload's inputs can hold: ``sample_inputs`` rounded to its dtype (the
+        reference sees these, so a lower compute precision is charged for its own rounding)."""
+        return [round_to(v, w.dtype) for v in values]
 
     def baseline(self, w: "Workload", inputs: Sequence[np.ndarray]) -> tuple[str, Callable[[], object]]:
         """A well-tuned library implementation to compare against: ``(name, run)``.

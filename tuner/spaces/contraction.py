@@ -10,10 +10,13 @@ from __future__ import annotations
 from tilewise.ir.dtypes import DTYPES
 from tilewise.ir.ops.matmul import MAX_PANEL_BYTES, thread_grid
 from tilewise.tuner.space import Space, SpaceOptions, precisions, register_space, thread_counts
+from tilewise.tuner.spaces.weight_only import weight_only_space
 
 
 @register_space("matmul", "batch_matmul")
 def contraction_space(w, target, options: SpaceOptions) -> Space:
+    if getattr(w.kind, "weight_only", False):          # matmul:...:w4a32:g128 and friends
+        return weight_only_space(w, target, options)
     dims = w.loop_dims
     m, n, k = dims["m"], dims["n"], dims["k"]
     lanes = target.simd_lanes(w.dtype)

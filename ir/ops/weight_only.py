@@ -1,0 +1,329 @@
+"""Weight-only quantized matmul (LLM inference): ``C = A @ dequant(Wq)`` with int8 or int4 weights.
+
+Workload strings: ``matmul:MxNxK:wBaA:gG`` -- the ``matmul`` op with a weight-only dtype:
+
+* ``B``: weight bits, ``8`` (int8) or ``4`` (int4, two per byte);
+* ``A``: activation bits, ``32`` (f32) or ``16`` (bf16);
+* ``G``: the group size along K, one scale per G rows of each column: ``32``, ``64`` or ``128``
+  (it must divide K).  ``:g128`` is short for the attribute ``group=128``.
+
+``matmul:1x4096x4096:w4a32:g128`` is an LLM decode step's projection: one token, 4096 -> 4096,
+4-bit weights in groups of 128.  The weight format (symmetric, f32 scales, int4 packed along K) is
+:mod:`tilewise.ir.quant`'s.  Kernel arguments: ``A[M, K]`` (f32 or bf16), the stored weights
+(``[K, N]`` int8, or ``[K/2, N]`` bytes for int4), ``scale[K/G, N]`` f32, then ``C[M, N]`` f32.
+
+The kernel is one ``linalg.generic`` whose body dequantizes each weight as it multiplies it --
+``c += a * (f32(q) * scale)`` -- so the weights are unpacked in registers, never written out as
+an f32 matrix, and accumulation is f32.  K is split into (group, row within the group) loops so
+that every indexing map is a projected permutation (the vectorizer's requirement); int4 adds the
+nibble loop ``h`` (k = g*G + 2*j + h), and the body selects the nibble with shifts by
+``28 - 4h`` then ``28`` of the sign-extended byte.  The reference is ``A @ dequantize(...)`` in
+float64: the error checked is the kernel's, for the weights it was given (the quantization error
+against the original weights is the format's, reported by ``bench/precision.py``).
+
+Knobs (loop dims m, n, k; the vector runs along n, A's elements are broadcast):
+
+``tile``          [Mc, Nc, Kc] cache tile, 0 = whole dim; Kc a multiple or a divisor of G
+``interchange``   order of the cache-tile loops (m, n, k)
+``reg_tile``      [mr, nr] register tile; one weight vector is dequantized once for mr rows
+``vectorize``     vectorize the register tile
+``unroll``        unroll factor of the loop over a group's rows (after the nibble loop)
+``nibbles``       int4 only: 2 = both nibbles of a byte in one step (one load and sign extension),
+                  1 = one nibble per step
+``threads``       OpenMP threads; ``parallel_dim`` "m" or "n" is split across them
+``precision``     only the workload's own dtype (the weight format is the workload's)
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+from torch_mlir import ir
+from torch_mlir.dialects import arith, func, linalg, math, tensor
+
+from tilewise.core.schedule import Schedule
+from tilewise.core.workload import WorkloadError
+from tilewise.ir import quant
+from tilewise.ir.dtypes import DTYPES
+from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list, check_rank
+
+#: weight-only dtypes: wBITSaBITS -> (weight bits, activation dtype)
+FORMATS = {"w8a32": (8, "f32"), "w4a32": (4, "f32"), "w8a16": (8, "bf16"), "w4a16": (4, "bf16")}
+_FORMAT_RE = re.compile(r"^w([0-9]+)a([0-9]+)$")
+
+
+def is_weight_only(dtype: str) -> bool:
+    """Whether ``dtype`` is spelled like a weight-only format (``w<bits>a<bits>``), legal or not."""
+    return bool(_FORMAT_RE.match(dtype))
+
+
+class WeightOnlyMatmul(OpKind):
+    """The ``matmul`` op kind's weight-only variant (``Matmul.variant`` hands these dtypes here)."""
+
+    name = "matmul"
+    weight_only = True
+    dtypes = tuple(FORMATS)
+    precisions = ()
+    short_attrs = {"g": "group"}
+    knobs = {
+        "tile": "cache tile [Mc, Nc, Kc] (0 = whole dim, Kc a multiple of the group)",
+        "interchange": "order of the cache-tile loops",
+        "reg_tile": "register tile [mr, nr]",
+        "vectorize": "vectorize the register tile",
+        "nibbles": "int4: nibbles of a byte per step (1 or 2)",
+        "unroll": "unroll factor of the loop over a group's rows",
+        "threads": "OpenMP threads",
+        "parallel_dim": "loop dim split across threads",
+        "precision": "compute element type (the workload's own)",
+    }
+
+    # -- the format --------------------------------------------------------------------------------
+    @staticmethod
+    def bits(w) -> int:
+        return FORMATS[w.dtype][0]
+
+    @staticmethod
+    def activation_dtype(w) -> str:
+        return FORMATS[w.dtype][1]
+
+    @staticmethod
+    def group(w) -> int:
+        return w.attr("group", 0)
+
+    def mnk(self, w) -> tuple[int, int, int, int]:
+        m, n, k = w.shapes[0]
+        return 1, m, n, k
+
+    def check(self, w) -> None:
+        check_rank(w, [3], "MxNxK")
+        unknown = sorted(set(dict(w.attrs)) - {"group"})
+        if unknown:
+            raise WorkloadError(f"matmul:{w.dtype} has no attribute {unknown[0]!r}: its only attribute is "
+                                f"the group (e.g. :g128)")
+        g, k = self.group(w), w.shapes[0][2]
+        if g not in quant.GROUPS:
+            named = f"group {g}" if g else "no group"
+            raise WorkloadError(f"matmul:{w.dtype} needs a group size along K: {named} given, use one of "
+                                f"{', '.join(f'g{x}' for x in quant.GROUPS)} (e.g. matmul:1x4096x4096:{w.dtype}:g128)")
+        if k % g:
+            raise WorkloadError(f"matmul:{w.dtype}: the group {g} does not divide K={k}: K must be a "
+                                f"multiple of the group")
+
+    def args(self, w, precision: str) -> list[ArgSpec]:
+        _, m, n, k = self.mnk(w)
+        return [ArgSpec((m, k), self.activation_dtype(w)),
+                ArgSpec((quant.stored_rows(k, self.bits(w)), n), "i8"),
+                ArgSpec((k // self.group(w), n), "f32"),
+                ArgSpec((m, n), "f32", is_output=True)]
+
+    # -- what it computes ----------------------------------------------------------------------------
+    def sample_inputs(self, w, rng: np.random.Generator) -> list[np.ndarray]:
+        """Activations in [-1, 1] and uniform [-1, 1] weights quantized in the workload's format."""
+        _, m, n, k = self.mnk(w)
+        stored, scale = quant.quantize(rng.uniform(-1.0, 1.0, (k, n)), self.bits(w), self.group(w))
+        return [rng.uniform(-1.0, 1.0, (m, k)), stored.astype(np.float64), scale.astype(np.float64)]
+
+    def round_inputs(self, w, values: Sequence[np.ndarray]) -> list[np.ndarray]:
+        from tilewise.ir.dtypes import round_to
+        specs = [a for a in self.args(w, w.dtype) if not a.is_output]
+        return [round_to(v, a.dtype) for v, a in zip(values, specs)]
+
+    def reference(self, w, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        a, stored, scale = inputs
+        return [a @ quant.dequantize(np.rint(stored).astype(np.int8), scale, self.bits(w), self.group(w))]
+
+    def baseline(self, w, inputs):
+        """numpy (OpenBLAS) f32 on the weights dequantized beforehand: what serving without a
+        weight-only kernel costs."""
+        a, stored, scale = inputs
+        wf = quant.dequantize(np.rint(stored).astype(np.int8), scale, self.bits(w), self.group(w)).astype(np.float32)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return "numpy f32 (dequantized weights)", lambda: a @ wf
+
+    def tolerance(self, w, precision: str) -> float:
+        """f32 accumulation of exactly representable products (bf16 activations are exact in f32)."""
+        return 1e-4
+
+    def loop_dims(self, w) -> dict[str, int]:
+        _, m, n, k = self.mnk(w)
+        return {"m": m, "n": n, "k": k}
+
+    def flops(self, w) -> float:
+        _, m, n, k = self.mnk(w)
+        return 2.0 * m * n * k
+
+    def bytes_moved(self, w) -> float:
+        """A and C once, the weights at their width (K*N*bits/8) and the scales (K/G*N f32)."""
+        return float(self.buffer_bytes(w))
+
+    def build(self, w, precision: str) -> None:
+        _, m, n, k = self.mnk(w)
+        bits, g = self.bits(w), self.group(w)
+        a_spec, q_spec, s_spec, c_spec = self.args(w, precision)
+        types = [ir.RankedTensorType.get(list(x.shape), DTYPES[x.dtype].mlir_type())
+                 for x in (a_spec, q_spec, s_spec, c_spec)]
+        adt = a_spec.dtype
+
+        @func.FuncOp.from_py_func(*types, name="kernel")
+        def kernel(A, Q, S, C):
+            zero = arith.ConstantOp(ir.F32Type.get(), 0.0).result
+            acc = linalg.fill(zero, outs=[C])
+            if bits == 8:       # dims (m, n, g, j): k = g*G + j
+                a3 = _expand(A, [m, k // g, g], adt, [[0], [1, 2]])
+                q3 = _expand(Q, [k // g, g, n], "i8", [[0, 1], [2]])
+                maps = ["(m, g, j)", "(g, j, n)", "(g, n)", "(m, n)"]
+                return _generic([a3, q3, S], acc, 4, maps, lambda a, q, s, c: _mac(a, _int8(q), s, c, adt))
+            a4 = _expand(A, [m, k // g, g // 2, 2], adt, [[0], [1, 2, 3]])     # dims (m, n, g, j, h)
+            q3 = _expand(Q, [k // g, g // 2, n], "i8", [[0, 1], [2]])
+            maps = ["(m, g, j, h)", "(g, j, n)", "(g, n)", "(m, n)"]
+            return _generic([a4, q3, S], acc, 5, maps, lambda a, q, s, c: _mac(a, _int4(q), s, c, adt))
+
+    # -- knobs -----------------------------------------------------------------------------------------
+    def default_schedule(self, w, target) -> Schedule:
+        """A compiler's streaming heuristic, untuned: blocks of 16 rows of K swept across all of N
+        (row-major weights are read in short strides, not down whole columns: a column strip of a
+        4096-wide int8 matrix touches a new 4 KiB page per row), a 1 x (4 vectors) register tile."""
+        _, m, n, k = self.mnk(w)
+        lanes = target.simd_lanes("f32")
+        return Schedule(tile=[0, 0, 16], interchange=[0, 2, 1], reg_tile=[1, min(4 * lanes, n)],
+                        vectorize=True, unroll=1, threads=1, parallel_dim="n", precision=w.dtype,
+                        **({"nibbles": 2} if self.bits(w) == 4 else {}))
+
+    def validate(self, w, s: Schedule) -> None:
+        super().validate(w, s)
+        _, m, n, k = self.mnk(w)
+        g = self.group(w)
+        tile = check_int_list("tile", s.get("tile", (0, 0, 0)), 3, 0, (m, n, k))
+        reg = check_int_list("reg_tile", s.get("reg_tile", (1, 1)), 2, 1, (m, n))
+        rows = 2 if self.bits(w) == 4 else 1
+        if tile[2] % g and (g % tile[2] or tile[2] % rows):
+            raise ScheduleError(f"tile k={tile[2]} must be a multiple or a divisor of the group {g}"
+                                + (" (and even: int4 rows come in byte pairs)" if rows == 2 else ""))
+        for i, dim in enumerate("mn"):
+            if tile[i] and reg[i] > tile[i]:
+                raise ScheduleError(f"reg_tile {dim}={reg[i]} exceeds the cache tile {dim}={tile[i]}")
+        ix = s.get("interchange")
+        if ix is not None and sorted(ix) != [0, 1, 2]:
+            raise ScheduleError(f"interchange={list(ix)}: must be a permutation of [0, 1, 2]")
+        if s.get("parallel_dim", "n") not in ("m", "n"):
+            raise ScheduleError(f"parallel_dim={s.get('parallel_dim')!r}: must be one of m, n")
+        unroll = s.get("unroll", 1)
+        if unroll not in (1, 2, 4, 8):
+            raise ScheduleError(f"unroll={unroll!r}: must be 1, 2, 4 or 8")
+        if unroll > 1 and self.bits(w) == 4 and s.get("nibbles", 2) != 2:
+            raise ScheduleError("unroll > 1 unrolls the row loop, which int4 has only with nibbles=2")
+        nibbles = s.get("nibbles", 2 if self.bits(w) == 4 else 1)
+        if nibbles not in ((1, 2) if self.bits(w) == 4 else (1,)):
+            raise ScheduleError(f"nibbles={nibbles!r}: must be 1 or 2 for int4 weights, 1 for int8")
+
+    # -- schedule -> script ----------------------------------------------------------------------------
+    def schedule(self, script, w, s: Schedule) -> None:
+        """Tiles on tensors (so that a register tile's unit reduction dims fold away and its body
+        vectorizes as a plain FMA), then bufferization, vectorization and the vector lowering."""
+        if not s.get("vectorize", True) and "tile" not in s and "reg_tile" not in s:
+            script.bufferize()
+            return    # the untuned baseline: plain loops
+        g = self.group(w)
+        _, m, n, k = self.mnk(w)
+        inner = [0] if self.bits(w) == 8 else [0, 0]       # j (and h): never cache-tiled
+        f = script.func()
+        fill = script.match("linalg.fill", f)
+        op = script.match("linalg.generic", f)
+        threads = int(s.get("threads", 1))
+        if threads > 1:
+            split = [threads, 0] if s.get("parallel_dim", "n") == "m" else [0, threads]
+            script.tile_forall(op, split + [0] + inner)
+        _, fill_loops = script.tile(fill, [1, min(n, 512)])
+        script.peel(fill_loops[-1:])
+        mc, nc, kc = s.get("tile", (0, 0, 0))
+        if mc or nc or kc:
+            _, loops = script.tile(script.match("linalg.generic", f), _cache_sizes(w, mc, nc, kc),
+                                   _interchange(s.get("interchange"), len(inner)))
+            script.peel(loops)
+            script.canonicalize(f)
+        mr, nr = s.get("reg_tile", (1, 1))
+        _, loops = script.tile(script.match("linalg.generic", f), [mr, nr] + [1] * (len(inner) + 1))
+        script.peel(loops[:2])
+        script.canonicalize(f)
+        if s.get("vectorize", True):
+            script.fold_unit_dims(f)
+        root = script.bufferize()
+        if not s.get("vectorize", True):
+            return
+        fb = script.func(root)
+        script.cse(fb)
+        script.canonicalize(fb)
+        fh = script.hoist_vector_transfers(script.vectorize(fb))
+        script.lower_vectors(fh)
+        if self.bits(w) == 4 and s.get("nibbles", 2) == 2:
+            script.unroll_loops_of(script.match("math.fma", fh), 2)       # the nibble loop h
+        unroll = int(s.get("unroll", 1))
+        if unroll > 1:
+            script.unroll_loops_of(script.match("math.fma", fh), unroll)  # the row loop j
+
+
+#: the one instance ``Matmul.variant`` hands weight-only dtypes to
+WEIGHT_ONLY = WeightOnlyMatmul()
+
+
+def _cache_sizes(w, mc: int, nc: int, kc: int) -> list[int]:
+    """Tile sizes over (m, n, g, j[, h]) of the cache tile [Mc, Nc, Kc]: Kc a multiple of the group
+    tiles g, a divisor of it tiles j (rows of a group; int4 rows come in byte pairs)."""
+    g = w.kind.group(w)
+    rows = 2 if w.kind.bits(w) == 4 else 1
+    inner = [] if rows == 1 else [0]
+    if kc == 0:
+        return [mc, nc, 0, 0] + inner
+    if kc % g == 0:
+        return [mc, nc, kc // g, 0] + inner
+    return [mc, nc, 1, kc // rows] + inner
+
+
+def _interchange(ix, inner: int) -> list[int] | None:
+    """The (m, n, k) loop order over (m, n, g, j[, h]): k stands for g then j; h stays innermost."""
+    if not ix:
+        return None
+    order = [d for i in ix for d in ([i] if i < 2 else [2, 3])]
+    return order + [4][:inner - 1]
+
+
+# -- IR helpers ------------------------------------------------------------------------------------------
+def _expand(x: ir.Value, shape: Sequence[int], dt: str, reassociation) -> ir.Value:
+    t = ir.RankedTensorType.get(list(shape), DTYPES[dt].mlir_type())
+    return tensor.ExpandShapeOp(t, x, reassociation, [], list(shape)).result
+
+
+def _generic(inputs, out, rank: int, maps: Sequence[str], body) -> ir.Value:
+    """``linalg.generic`` over dims (m, n, g, j[, h]): m, n parallel, the rest reductions."""
+    dims = "(m, n, g, j, h)" if rank == 5 else "(m, n, g, j)"
+    affine = [ir.Attribute.parse(f"affine_map<{dims} -> {mp}>") for mp in maps]
+    iters = [linalg.IteratorType.parallel] * 2 + [linalg.IteratorType.reduction] * (rank - 2)
+    op = linalg.GenericOp_(list(inputs), [out], ir.ArrayAttr.get(affine), iters)
+    block = op.regions[0].blocks[0]
+    with ir.InsertionPoint(block):
+        linalg.YieldOp([body(*block.arguments)])
+    return op.result
+
+
+def _i32(v: int) -> ir.Value:
+    return arith.ConstantOp(ir.IntegerType.get_signless(32), v).result
+
+
+def _int8(q: ir.Value) -> ir.Value:
+    return arith.extsi(ir.IntegerType.get_signless(32), q)
+
+
+def _int4(q: ir.Value) -> ir.Value:
+    """The signed nibble ``h`` (linalg index 4) of byte ``q``: (sext(q) << (28 - 4h)) >>s 28."""
+    i32 = ir.IntegerType.get_signless(32)
+    h = arith.index_cast(i32, linalg.IndexOp(4).result)
+    shift = arith.subi(_i32(28), arith.muli(h, _i32(4)))
+    return arith.shrsi(arith.shli(arith.extsi(i32, q), shift), _i32(28))
+
+
+def _mac(a: ir.Value, q32: ir.Value, s: ir.Value, c: ir.Value, adt: str) -> ir.Value:
+    f32 = ir.F32Type.get()
+    a = arith.extf(f32, a) if adt == "bf16" else a
+    wv = arith.mulf(arith.sitofp(f32, q32), s)
+    return math.fma(a, wv, c)
