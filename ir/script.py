@@ -60,6 +60,12 @@ class Script:
         with self._ip:
             return ts.MatchOp.match_op_names(within if within is not None else self.root, names).result
 
+    def match_marked(self, name: str, marker: str, within: ir.Value) -> ir.Value:
+        """Every ``name`` op carrying the unit attribute ``marker`` (set when the payload was built;
+        tiling and peeling keep it), for kernels with several ops of one name."""
+        with self._ip:
+            return ts.MatchOp(_any(), within, ops=[name], op_attrs={marker: ir.UnitAttr.get()}).result
+
     def func(self, within: ir.Value | None = None) -> ir.Value:
         return self.match("func.func", within)
 
