@@ -1,7 +1,7 @@
 """DESIGN.md's one-way import order, checked over every module of the package (function-level
 imports included: a lazy import is still a dependency).
 
-    core  <-  ir  <-  features  <-  costmodel  <-  tuner  <-  frontends
+    core  <-  ir  <-  features  <-  costmodel  <-  tuner  <-  planner  <-  frontends
               profiling and datasets beside, on core and ir only
 
 A package may import itself and what sits below it; ``bench/`` and ``tests/`` may import anything.
@@ -22,7 +22,8 @@ ALLOWED = {
     "features": {"core", "ir"},
     "costmodel": {"core", "ir", "features", "datasets"},
     "tuner": {"core", "ir", "features", "costmodel", "profiling", "datasets"},
-    "frontends": {"core", "ir", "features", "costmodel", "profiling", "datasets", "tuner"},
+    "planner": {"core", "ir", "features", "costmodel", "profiling", "datasets", "tuner"},
+    "frontends": {"core", "ir", "features", "costmodel", "profiling", "datasets", "tuner", "planner"},
 }
 TOP_LEVEL_OK = {"tilewise"}           # ``from tilewise import __version__``
 

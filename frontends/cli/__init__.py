@@ -5,8 +5,8 @@ schedule, an unreadable .mlir file, a workload whose buffers cannot fit in memor
 ``error: ...`` to stderr and exits with 2.
 
 One module per command group (:mod:`.info`; :mod:`.tuning`: tune, best, measure; :mod:`.data`:
-collect, dataset export|import; :mod:`.models`: train, eval; :mod:`.report`), and :mod:`.context`
-for what they share (target kinds, stores, runners, checks, ``fail()``, JSON).  This module only
+collect, dataset export|import; :mod:`.models`: train, eval; :mod:`.report`; :mod:`.plan`), and
+:mod:`.context` for what they share (target kinds, stores, runners, checks, ``fail()``, JSON).  This module only
 assembles the app, in the order ``tilewise --help`` lists the commands.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from tilewise.frontends.cli import data, info, models, report, tuning
+from tilewise.frontends.cli import data, info, models, plan, report, tuning
 from tilewise.frontends.cli.context import err
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -37,6 +37,7 @@ dataset_app.command("import")(data.dataset_import)
 app.command()(models.train)
 app.command(name="eval")(models.eval_)
 app.command()(report.report)
+app.command()(plan.plan)
 
 
 def main() -> None:
