@@ -157,7 +157,10 @@ def _libiomp5() -> str:
 
 # --- calling kernels ---------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def _descriptor_type(rank: int):
+    """The ctypes struct of a rank-``rank`` memref descriptor (one class per rank: building a
+    ctypes class costs microseconds, more than a small kernel's call)."""
     fields = [("allocated", ctypes.c_void_p), ("aligned", ctypes.c_void_p), ("offset", ctypes.c_longlong)]
     if rank:
         fields += [("sizes", ctypes.c_longlong * rank), ("strides", ctypes.c_longlong * rank)]

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 
-from tilewise.frontends.torch_backend import cache, dynamic, fused, kernels, profile
+from tilewise.frontends.torch_backend import cache, dynamic, fused, kernels, profile, rowwise
 from tilewise.frontends.torch_backend.graph import TRANSPOSES, VIEWS, GroupSpec, find_groups, op_name
 from tilewise.frontends.torch_backend.options import BackendOptions
 from tilewise.frontends.torch_backend.runtime import GroupRunner
@@ -75,8 +75,11 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
         placeholders = [n for n in ag.graph.nodes if n.op == "placeholder"]
         params = {n for n, x in zip(placeholders, example_inputs) if isinstance(x, torch.nn.Parameter)}
         groups, skipped = find_groups(ag.graph, params)
+        if opts.rowwise:        # chains of elementwise ops and last-dim reductions among the rest
+            owned = {n for g in groups for n in g.nodes}
+            groups += rowwise.specs(rowwise.find_rowwise_groups(ag.graph, owned))
         if not groups:
-            reason = "no anchor op (matmul, batch matmul, 2-D conv in float32) to compile" + (
+            reason = "no anchor op (matmul, batch matmul, 2-D conv in float32) or chain of row-wise ops to compile" + (
                 f"; {_skipped_text(skipped)}" if skipped else "")
     if reason is not None:
         log.warning("tilewise: graph %d runs in eager PyTorch: %s", graph_id, reason)
@@ -129,6 +132,8 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     kernels.warn_if_torch_threads_spin(threads)
     store = None
     decided = []
+    rows = [g for g in groups if g.anchor == "rowwise"]
+    groups = [g for g in groups if g.anchor != "rowwise"]
     try:
         for g in groups:
             entry = (plan or {}).get(g.name)
@@ -170,6 +175,12 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     decided = fused.decide(env, decided, opts, lambda g: not _escapes(g.nodes[-1]))
     if opts.mode == "max-autotune" and plan is None:
         decided = profile.choose_faster(env(), decided)
+    for g in rows:      # built, checked and timed against eager here (rowwise.decide)
+        entry = (plan or {}).get(g.name)
+        if entry is not None and entry.get("workload") != g.workload:
+            entry = None
+        runner, entry = rowwise.decide(g, entry, env, opts, threads, reuse_output=not _escapes(g.nodes[-1]))
+        decided.append((g, {"runner": runner, "plan": entry}))
     return decided
 
 
@@ -219,8 +230,12 @@ def _rewrite(ag: fx.GraphModule, decided) -> None:
             log.warning("tilewise: %s (%s) stays eager: %s", spec.name, "+".join(spec.ops), why)
             d["runner"], d["plan"] = None, {**d["plan"], "schedule": None, "reason": why}
             continue
-        channels_last |= spec.kind.channels_last
         last = spec.nodes[-1]
+        # a conv group's output is a channels-last view; a row-wise group's is row-major where eager's
+        # value may keep a permuted input's layout (TensorIterator): later views may not apply to it
+        val = last.meta.get("val")
+        channels_last |= spec.kind.channels_last or (
+            spec.anchor == "rowwise" and isinstance(val, torch.Tensor) and not val.is_contiguous())
 
         def call(*args, _runner=runner):
             return _runner(*args)

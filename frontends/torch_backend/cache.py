@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 def plan_key(ag, example_inputs, opts: BackendOptions) -> str:
     from tilewise import __version__ as tw_version
     parts = [ag.code, kernels.target().key(), tw_version, torch.__version__, opts.mode,
-             str(opts.resolved_threads()), repr(opts.max_rel_error), str(opts.db), f"fuse={opts.fuse}"]
+             str(opts.resolved_threads()), repr(opts.max_rel_error), str(opts.db), f"fuse={opts.fuse}",
+             f"rowwise={opts.rowwise}"]
     for x in example_inputs:
         if isinstance(x, torch.Tensor):
             parts.append(f"{tuple(x.shape)}|{tuple(x.stride())}|{x.dtype}|{isinstance(x, torch.nn.Parameter)}")

@@ -15,6 +15,10 @@
 ``fuse``           ``True`` (default): an anchor's elementwise epilogue may be fused into its MLIR
                    kernel (the group imported with the torch-mlir FX importer; see ``fused.py``);
                    ``False``: the epilogue always runs as in-place torch ops after the kernel
+``rowwise``        ``True`` (default): chains of elementwise ops and last-dim reductions between the
+                   kernels (layer/RMS norm, gelu_new, SiLU gating, softmax) become fused MLIR
+                   kernels where they match eager and time faster at compile time (``rowwise.py``);
+                   ``False``: they stay eager
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ class BackendOptions:
     profile: bool = False
     cache: str | None = None          # None: the default folder; "" : no cache
     fuse: bool = True
+    rowwise: bool = True
 
     @classmethod
     def parse(cls, mode: str | None, options: Mapping[str, Any] | None) -> "BackendOptions":
@@ -63,8 +68,9 @@ class BackendOptions:
                                f"{', '.join(MODES)}")
         if opts.get("cache") is False:
             opts["cache"] = ""
-        if not isinstance(opts.get("fuse", True), bool):
-            raise OptionsError(f"tilewise backend: fuse={opts['fuse']!r}: must be True or False")
+        for flag in ("fuse", "rowwise"):
+            if not isinstance(opts.get(flag, True), bool):
+                raise OptionsError(f"tilewise backend: {flag}={opts[flag]!r}: must be True or False")
         threads = opts.get("threads")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise OptionsError(f"tilewise backend: threads={threads!r}: must be an integer >= 1")

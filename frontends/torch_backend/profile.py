@@ -162,10 +162,10 @@ def record_graph(opts, ag: fx.GraphModule, example_inputs, decided: list, graph_
         group = by_name.get(getattr(n.target, "__name__", ""))
         if group is not None:
             g, d = group
-            w = Workload.parse(g.workload)
+            flops = None if g.anchor == "rowwise" else Workload.parse(g.workload).flops
             state["kernels"].append(KernelTrace(
                 name=f"graph{graph_id}/{g.name}", kind="kernel", ops=tuple(g.ops), median_s=median_s,
-                calls=calls, flops=w.flops, workload=g.workload,
+                calls=calls, flops=flops, workload=g.workload,
                 schedule={**(d["plan"].get("schedule") or {}), "fuse": bool(d["plan"].get("fuse"))}))
             continue
         name = op_name(n)

@@ -20,6 +20,7 @@ compile time, so a compiled graph is not re-entrant across threads (as for CUDA 
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Any, Sequence
 
 import torch
@@ -40,6 +41,40 @@ def _descriptor(t: torch.Tensor):
         d.sizes[:] = list(t.shape)
         d.strides[:] = list(t.stride())
     return d
+
+
+def _shaped_descriptor(shape: tuple[int, ...]):
+    """A descriptor of a contiguous ``shape`` that points nowhere yet."""
+    d = _descriptor_type(len(shape))()
+    d.allocated = d.aligned = None
+    d.offset = 0
+    if shape:
+        d.sizes[:] = list(shape)
+        d.strides[:] = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    return d
+
+
+class BoundCall:
+    """A kernel's C entry point with its memref descriptors built once: a call only re-points the
+    descriptors whose tensor moved.  The tensors are contiguous and keep their shapes from call to
+    call (a compiled graph is specialised to its shapes), so sizes and strides never change; building
+    five descriptors per call cost more than a small row-wise kernel (~6 us each on an EPYC Zen 3).
+    Not re-entrant (like the reused output buffers)."""
+
+    def __init__(self, fn, shapes: Sequence[Sequence[int]]):
+        self._fn = fn
+        self._descs = [_shaped_descriptor(tuple(sh)) for sh in shapes]
+        self._ptrs = [ctypes.addressof(d) for d in self._descs]
+        self._at = [0] * len(shapes)
+
+    def __call__(self, *tensors: torch.Tensor) -> None:
+        at, descs = self._at, self._descs
+        for i, t in enumerate(tensors):
+            p = t.data_ptr()
+            if p != at[i]:
+                descs[i].allocated = descs[i].aligned = p
+                at[i] = p
+        self._fn(*self._ptrs)
 
 
 class _Packed:
@@ -79,6 +114,7 @@ class GroupRunner:
         self._buffer = torch.empty(tuple(out_shape), dtype=torch.float32) if reuse_output else None
         self.out_shape = tuple(out_shape)    # the kernel's output buffer (NHWC for a conv)
         self._fn = kernel._fn
+        self._call: BoundCall | None = None       # built at the first launch (the operands' shapes)
         self._packed: dict[str, _Packed] = {}
         for name, src in spec["operands"].items():
             if src["layout"] == "param_t":
@@ -106,8 +142,9 @@ class GroupRunner:
     def _launch(self, *operands: torch.Tensor) -> torch.Tensor:
         """Run the kernel on ``operands`` into the output buffer (reused, or fresh per call)."""
         out = self._buffer if self._buffer is not None else torch.empty(self.out_shape, dtype=torch.float32)
-        descs = [_descriptor(t) for t in (*operands, out)]
-        self._fn(*[ctypes.addressof(d) for d in descs])
+        if self._call is None:
+            self._call = BoundCall(self._fn, [tuple(t.shape) for t in (*operands, out)])
+        self._call(*operands, out)
         return out
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
