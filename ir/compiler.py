@@ -35,7 +35,7 @@ class CompileError(RuntimeError):
 
 _BUFFERS = "buffer-deallocation-pipeline,convert-bufferization-to-memref"
 _TO_LLVM_TAIL = ("expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-scf-to-cf,"
-                 "convert-vector-to-llvm{{reassociate-fp-reductions=true}},finalize-memref-to-llvm,convert-math-to-llvm,"
+                 "convert-vector-to-llvm{{reassociate-fp-reductions=true{x86}}},finalize-memref-to-llvm,convert-math-to-llvm,"
                  "convert-math-to-libm,convert-index-to-llvm,convert-ub-to-llvm,convert-func-to-llvm,"
                  "convert-arith-to-llvm,convert-cf-to-llvm,{omp}reconcile-unrealized-casts")
 
@@ -48,26 +48,28 @@ def _host_converts_bf16() -> bool:
     return "avx512_bf16" in detect().isa
 
 
-def lowering_pipeline(threads: int, *, native_bf16: bool | None = None) -> str:
+def lowering_pipeline(threads: int, *, native_bf16: bool | None = None, x86: bool = False) -> str:
     """Pass pipeline from the scheduled (bufferized, vectorized) module to the LLVM dialect.
 
     ``finalize-memref-to-llvm`` precedes ``convert-scf-to-cf`` so that the OpenMP path works
     (MLIR_NOTES, "Parallel").  On a CPU without ``avx512_bf16`` (``native_bf16`` False; None: the
     host's), bf16 arithmetic is done in f32 and ``arith-expand{include-bf16}`` rewrites the f32 -> bf16
     rounding into vector integer ops (round to nearest even, as the hardware does) instead of a
-    libcall per element.
+    libcall per element.  ``x86``: the ``x86`` dialect's ops (``x86.avx512.dot``, ...) lower to
+    their intrinsics (``convert-vector-to-llvm{enable-x86}``; :mod:`tilewise.ir.dot_units`).
     """
     if native_bf16 is None:
         native_bf16 = _host_converts_bf16()
     bf16 = "" if native_bf16 else (",arith-emulate-unsupported-floats{source-types=bf16 target-type=f32},"
                                    "arith-expand{include-bf16=true}")
     loops = f"func.func(convert-linalg-to-loops,convert-vector-to-scf{{full-unroll=true}}{bf16})"
+    x86_option = " enable-x86=true" if x86 else ""
     if threads > 1:
         head = f"func.func(scf-forall-to-parallel),convert-scf-to-openmp{{num-threads={threads}}},{loops}"
-        tail = _TO_LLVM_TAIL.format(omp="convert-openmp-to-llvm,")
+        tail = _TO_LLVM_TAIL.format(omp="convert-openmp-to-llvm,", x86=x86_option)
     else:
         head = f"func.func(scf-forall-to-for),{loops}"
-        tail = _TO_LLVM_TAIL.format(omp="")
+        tail = _TO_LLVM_TAIL.format(omp="", x86=x86_option)
     return f"builtin.module({_BUFFERS},{head},{tail})"
 
 
