@@ -33,7 +33,7 @@ from tilewise.planner.cluster import Cluster
 from tilewise.planner.memory import MemoryEstimate, stage_memory, stage_params
 from tilewise.planner.model import ModelSpec
 from tilewise.planner.opcost import OpCosts, costs_for
-from tilewise.planner.pipeline import simulate
+from tilewise.planner.pipeline import finish_times
 from tilewise.planner.space import Plan, check_plan, enumerate_plans, stage_layers
 
 
@@ -90,6 +90,17 @@ class Estimator:
         self.model, self.cluster = model, cluster
         self.costs = costs or costs_for(cluster.devices[0])
         self.ids = [d.id for d in cluster.devices]
+        # identical layers (a model's blocks) are costed once per micro-batch size and TP degree
+        shapes: dict = {}
+        self._kinds = [shapes.setdefault((layer.ops, layer.tp_allreduces), len(shapes)) for layer in model.layers]
+        self._times: dict = {}
+
+    def _layer_times(self, i: int, b: int, t: int) -> tuple[float, float]:
+        key = (self._kinds[i], b, t)
+        hit = self._times.get(key)
+        if hit is None:
+            hit = self._times[key] = self.costs.layer_times(self.model.layers[i], b, t, self.model.dtype_bytes)
+        return hit
 
     def _group(self, ranks: Sequence[int]) -> list[str]:
         return [self.ids[r] for r in ranks]
@@ -119,7 +130,7 @@ class Estimator:
             dp_group = self._group(plan.dp_group(0, s))
             f_comp = b_comp = tp_comm = 0.0
             for i in layers:
-                f, g = c.layer_times(m.layers[i], b, t, m.dtype_bytes)
+                f, g = self._layer_times(i, b, t)
                 ar = m.layers[i].tp_allreduces * C.all_reduce_s(cl, tp_group, b * m.layers[i].out_bytes)
                 f_comp, b_comp, tp_comm = f_comp + f, b_comp + g + (f if plan.recompute else 0.0), \
                     tp_comm + ar * (3 if plan.recompute else 2)
@@ -142,7 +153,7 @@ class Estimator:
             tails.append(sync + opt)
             parts.append({"compute": plan.micro_batches * (f_comp + b_comp), "tp_comm": plan.micro_batches * tp_comm,
                           "zero3_gather": 2 * plan.micro_batches * gather, "dp_comm": sync, "optimizer": opt})
-        ends = simulate(fwd, bwd, p2p, plan.micro_batches)
+        ends = finish_times(fwd, bwd, p2p, plan.micro_batches)
         finish = [e + tail for e, tail in zip(ends, tails)]
         step = max(finish)
         crit = max(range(plan.pp), key=lambda s: finish[s])
