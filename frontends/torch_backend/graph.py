@@ -37,7 +37,7 @@ ANCHORS = (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.convoluti
 class GroupSpec:
     """One fusion group: anchor kind, its workload string, operand sources, epilogue steps."""
     name: str
-    anchor: str                       # "matmul" | "batch_matmul" | "conv2d"
+    anchor: str                       # "matmul" | "batch_matmul" | "conv2d" | "patch_conv" | "rowwise"
     workload: str                     # canonical tilewise workload string
     ops: list[str]                    # aten op names covered, in order
     operands: dict[str, Any]          # anchor operand -> {"input": i, "layout": "..."}
@@ -133,6 +133,13 @@ def _anchor(n: fx.Node, b: _Builder) -> tuple[str, str, dict, list]:
         raise Unsupported("convolution with different strides or paddings per spatial dim")
     nb, c, h, wd = _val(x).shape
     f, _, kh, kw = _val(w).shape
+    if (kh, kw) == (stride[0], stride[0]) and padding[0] == 0 and h % kh == 0 and wd % kw == 0:
+        # non-overlapping patches (a ViT's patch embedding): one matmul of the patches, no conv
+        oh, ow = h // kh, wd // kw
+        ops = {"a": {"input": b.input(x), "layout": "patches", "patch": [kh, kw]},
+               "b": {"input": b.input(w), "layout": "param_patch" if w in b.params else "patch_w"}}
+        epi = [] if bias is None else [{"op": "bias", "input": b.input(bias)}]
+        return "patch_conv", f"matmul:{nb * oh * ow}x{f}x{c * kh * kw}:f32", ops, epi
     layout = "param_hwcf" if w in b.params else "hwcf"
     ops = {"x": {"input": b.input(x), "layout": "nhwc"}, "w": {"input": b.input(w), "layout": layout}}
     epi = [] if bias is None else [{"op": "bias", "input": b.input(bias)}]

@@ -104,6 +104,18 @@ def _hwcf(w: torch.Tensor) -> torch.Tensor:
     return w.permute(2, 3, 1, 0)
 
 
+def _patches(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """[N, C, H, W] -> the non-overlapping kh x kw patches as rows [N*OH*OW, C*kh*kw] (C, kh, kw order)."""
+    n, c, h, w = x.shape
+    p = x.reshape(n, c, h // kh, kh, w // kw, kw).permute(0, 2, 4, 1, 3, 5)
+    return p.reshape(n * (h // kh) * (w // kw), c * kh * kw)
+
+
+def _patch_filter(w: torch.Tensor) -> torch.Tensor:
+    """[F, C, kh, kw] -> [C*kh*kw, F]: B of the patch matmul."""
+    return w.reshape(w.shape[0], -1).t()
+
+
 class GroupRunner:
     """Callable: the group's external inputs in, the group's output value out."""
 
@@ -121,6 +133,8 @@ class GroupRunner:
                 self._packed[name] = _Packed(lambda p: p.t())
             elif src["layout"] == "param_hwcf":
                 self._packed[name] = _Packed(_hwcf)
+            elif src["layout"] == "param_patch":
+                self._packed[name] = _Packed(_patch_filter)
 
     def _operand(self, name: str, inputs) -> torch.Tensor:
         src = self.spec["operands"][name]
@@ -132,6 +146,10 @@ class GroupRunner:
             return _nhwc(x)
         if layout == "hwcf":
             return _hwcf(x).contiguous()
+        if layout == "patches":
+            return _patches(x, *src["patch"])
+        if layout == "patch_w":
+            return _patch_filter(x).contiguous()
         return x.contiguous()
 
     def _anchor_operands(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,9 +160,10 @@ class GroupRunner:
     def _launch(self, *operands: torch.Tensor) -> torch.Tensor:
         """Run the kernel on ``operands`` into the output buffer (reused, or fresh per call)."""
         out = self._buffer if self._buffer is not None else torch.empty(self.out_shape, dtype=torch.float32)
+        kout = self.kind.as_kernel_out(out)
         if self._call is None:
-            self._call = BoundCall(self._fn, [tuple(t.shape) for t in (*operands, out)])
-        self._call(*operands, out)
+            self._call = BoundCall(self._fn, [tuple(t.shape) for t in (*operands, kout)])
+        self._call(*operands, kout)
         return out
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

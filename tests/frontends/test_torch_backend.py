@@ -348,3 +348,30 @@ def test_entry_point_and_cache_in_new_process(opts, tmp_path):
     assert "2 fused kernel(s)" in log1 and "[cached plan]" not in log1
     assert "[cached plan]" in log2
     assert sorted(os.listdir(os.path.join(opts["cache"], "kernels"))) == libs   # nothing rebuilt
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch,channels,size,patch", [(1, 3, 32, 8), (2, 4, 24, 4)])
+def test_patch_embedding_conv_is_one_matmul(batch, channels, size, patch, bias, opts):
+    """A conv whose stride is its kernel and has no padding (ViT's patch embedding) becomes a matmul
+    of the patches ([N*OH*OW, C*k*k] x [C*k*k, F]); its NCHW output, bias and the views after it
+    (flatten + transpose) match eager; a padded one stays a conv group."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from tilewise.frontends.torch_backend.graph import find_groups
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, 16, patch, stride=patch, bias=bias).eval()
+    x = torch.randn(batch, channels, size, size)
+    gm = make_fx(lambda x, w: torch.nn.functional.conv2d(x, w, stride=patch))(x, conv.weight.detach())
+    (g,), _ = find_groups(gm.graph, set())
+    cells = (size // patch) ** 2
+    assert g.anchor == "patch_conv" and g.workload == f"matmul:{batch * cells}x16x{channels * patch * patch}:f32"
+    padded = make_fx(lambda x, w: torch.nn.functional.conv2d(x, w, stride=patch, padding=1))(x, conv.weight.detach())
+    assert find_groups(padded.graph, set())[0][0].anchor == "conv2d"
+    f = lambda x: conv(x).flatten(2).transpose(1, 2)        # noqa: E731
+    with torch.no_grad():
+        compiled = torch.compile(f, backend="tilewise", options=opts)
+        for _ in range(2):
+            assert torch.allclose(compiled(x), f(x), atol=1e-5, rtol=1e-4)
+        with torch.no_grad():
+            conv.weight.mul_(0.5)                            # the packed filter follows the parameter
+        assert torch.allclose(compiled(x), f(x), atol=1e-5, rtol=1e-4)
