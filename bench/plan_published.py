@@ -75,19 +75,18 @@ def main() -> None:
     args = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
-    from tilewise.planner import Estimator, Plan, load_model, plan
-    console = Console()
+    from tilewise.planner import load_model, plan
+    console = Console(width=220)
     table = Table(title=f"published runs vs the planner (roofline at {args.gemm_efficiency:.0%} of peak)")
-    for col in ("run", "published plan", "published TFLOP/s/GPU", "planner: published plan",
+    for col in ("run", "space", "published plan", "published TFLOP/s/GPU", "planner: published plan",
                 "planner's pick", "pick TFLOP/s/GPU", "published/pick (planner)", "dominant (pick)"):
         table.add_column(col)
     out = []
-    for run in RUNS:
+    for run, (space, zero) in [(r, z) for r in RUNS for z in (("ZeRO 0-1", (0, 1)), ("ZeRO 0 (Megatron 2021)", (0,)))]:
         t0 = time.time()
         spec = load_model(run["model"])
         cluster = dgx_cluster(run["gpus"], args.gemm_efficiency)
-        result = plan(spec, cluster, run["global_batch"], top_k=5, zero_stages=(0, 1), recompute=(True, False))
-        est = Estimator(spec, cluster)
+        result = plan(spec, cluster, run["global_batch"], top_k=5, zero_stages=zero, recompute=(True, False))
         pub = run["published"]
         candidates = [e for e in result.all if (e.plan.dp, e.plan.tp, e.plan.pp) == (pub["dp"], pub["tp"], pub["pp"])
                       and e.fits]
@@ -95,14 +94,14 @@ def main() -> None:
         pick = result.top[0]
         tf = lambda e: e.model_flops_per_device_s / 1e12
         ratio = tf(pub_best) / tf(pick) if pub_best else float("nan")
-        table.add_row(run["name"], f"dp{pub['dp']} tp{pub['tp']} pp{pub['pp']}", f"{run['tflops_per_gpu']:.0f}",
+        table.add_row(run["name"], space, f"dp{pub['dp']} tp{pub['tp']} pp{pub['pp']}", f"{run['tflops_per_gpu']:.0f}",
                       f"{pub_best.plan.label()}: {tf(pub_best):.0f} TFLOP/s" if pub_best else "does not fit",
                       pick.plan.label(), f"{tf(pick):.0f}", f"{ratio:.3f}", pick.dominant)
-        out.append({"run": run["name"], "published": dict(pub, tflops_per_gpu=run["tflops_per_gpu"]),
+        out.append({"run": run["name"], "space": space, "published": dict(pub, tflops_per_gpu=run["tflops_per_gpu"]),
                     "planner_on_published": pub_best.to_json() if pub_best else None, "pick": pick.to_json(),
                     "top": [e.to_json() for e in result.top], "considered": result.considered,
                     "rejected_memory": result.rejected, "published_over_pick": ratio, "wall_s": time.time() - t0})
-        console.print(f"{run['name']}: {result.considered} plans costed, {result.rejected} rejected for memory, "
+        console.print(f"{run['name']}, {space}: {result.considered} plans costed, {result.rejected} rejected for memory, "
                       f"{time.time() - t0:.1f} s; top 5:")
         for e in result.top:
             console.print(f"   {e.plan.label():40s} {tf(e):6.0f} TFLOP/s/GPU  step {e.step_s:.2f} s  "

@@ -31,6 +31,7 @@ class GPTConfig:
     seq_len: int
     ffn: int = 0                # 0: 4 x hidden
     dtype_bytes: int = 4        # 2: f16/bf16 with f32 master weights (mixed precision)
+    vocab_parallel: bool = False  # Megatron's vocabulary-parallel embedding and head (the published runs)
 
     @property
     def ffn_size(self) -> int:
@@ -40,8 +41,10 @@ class GPTConfig:
 SIZES: dict[str, GPTConfig] = {
     "gpt-cpu-tiny": GPTConfig(hidden=64, layers=2, heads=2, vocab=512, seq_len=32),
     "gpt-cpu-small": GPTConfig(hidden=256, layers=4, heads=4, vocab=4096, seq_len=128),
-    "gpt3-175b": GPTConfig(hidden=12288, layers=96, heads=96, vocab=51200, seq_len=2048, dtype_bytes=2),
-    "megatron-1t": GPTConfig(hidden=25600, layers=128, heads=160, vocab=51200, seq_len=2048, dtype_bytes=2),
+    "gpt3-175b": GPTConfig(hidden=12288, layers=96, heads=96, vocab=51200, seq_len=2048, dtype_bytes=2,
+                           vocab_parallel=True),
+    "megatron-1t": GPTConfig(hidden=25600, layers=128, heads=160, vocab=51200, seq_len=2048, dtype_bytes=2,
+                             vocab_parallel=True),
 }
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
@@ -113,7 +116,6 @@ class GPT(nn.Module):
 
 def spec_for(name: str, seq_len: int | None = None):
     """The traced :class:`~tilewise.planner.model.ModelSpec` of a named size (meta device)."""
-    from tilewise.planner.trace import trace_module
     c = SIZES[name]
     if seq_len:
         c = GPTConfig(**{**c.__dict__, "seq_len": seq_len})
@@ -126,4 +128,4 @@ def trace_config(c: GPTConfig, name: str):
     with torch.device("meta"):
         model = GPT(c).to(dtype)
     return trace_module(model, c.seq_len, name=name, mixed_precision=c.dtype_bytes == 2,
-                        call=lambda m, idx: m(idx, idx))
+                        call=lambda m, idx: m(idx, idx), vocab_parallel=c.vocab_parallel)

@@ -63,5 +63,6 @@ def stage_memory(model: ModelSpec, plan: Plan, layers: range, stage: int) -> Mem
         activations = inputs * in_flight + max(full)
     else:
         activations = sum(full) * in_flight
-    work = 2 * b * max(model.layers[i].temp_bytes / (t if 1 <= i <= len(model.layers) - 2 else 1) for i in layers)
+    # the largest op output is split where the layer splits (blocks; a vocabulary-parallel head)
+    work = 2 * b * max(model.layers[i].temp_bytes / (t if model.layers[i].params_split else 1) for i in layers)
     return MemoryEstimate(w, g, o, activations, work)

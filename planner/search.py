@@ -4,7 +4,8 @@
     result = plan(load_model("gpt-cpu-small"), load_cluster("cluster.json"), global_batch=16)
     result.top[0].step_s, result.top[0].memory_bytes, result.top[0].dominant
 
-One step of a plan (:func:`evaluate`), per pipeline stage on its first tensor/data-parallel rank:
+One step of a plan (:func:`evaluate`), per pipeline stage, with each collective on the slowest of
+that stage's groups of its kind (a TP group that straddles two nodes runs at the inter-node link):
 
 * forward / backward of one micro-batch = the stage's layers' op times (:mod:`.opcost`) on a
   ``tp``-way shard, plus each block's ``tp_allreduces`` all-reduces of its output in the forward
@@ -35,6 +36,11 @@ from tilewise.planner.model import ModelSpec
 from tilewise.planner.opcost import OpCosts, costs_for
 from tilewise.planner.pipeline import finish_times
 from tilewise.planner.space import Plan, check_plan, enumerate_plans, stage_layers
+
+
+#: parallel groups of a kind checked for the slowest (all of them up to this many; past it the
+#: first ones, which cover every alignment of groups to equal nodes of up to this many devices)
+_GROUPS_CHECKED = 64
 
 
 class NoPlanFits(ValueError):
@@ -102,8 +108,12 @@ class Estimator:
             hit = self._times[key] = self.costs.layer_times(self.model.layers[i], b, t, self.model.dtype_bytes)
         return hit
 
-    def _group(self, ranks: Sequence[int]) -> list[str]:
-        return [self.ids[r] for r in ranks]
+    def _slowest(self, groups: Sequence[Sequence[int]]) -> list[str]:
+        """The group (device ids) whose ring is slowest: lowest bandwidth, then highest latency."""
+        named = [[self.ids[r] for r in g] for g in groups]
+        if len(named[0]) == 1:
+            return named[0]
+        return min(named, key=lambda g: (lambda bw_lat: (bw_lat[0], -bw_lat[1]))(C.ring(self.cluster, g)))
 
     def memory(self, plan: Plan) -> tuple[MemoryEstimate, ...]:
         """Per pipeline stage; cheap (no op is timed), so plans are checked for fit before costing."""
@@ -126,12 +136,13 @@ class Estimator:
         b, t, wbytes = plan.micro_batch, plan.tp, m.dtype_bytes
         fwd, bwd, p2p, tails, parts = [], [], [], [], []
         for s, layers in enumerate(stages):
-            tp_group = self._group(plan.tp_group(0, s))
-            dp_group = self._group(plan.dp_group(0, s))
+            tp_group = self._slowest([plan.tp_group(d, s) for d in range(min(plan.dp, _GROUPS_CHECKED))])
+            dp_group = self._slowest([plan.dp_group(k, s) for k in range(min(plan.tp, _GROUPS_CHECKED))])
             f_comp = b_comp = tp_comm = 0.0
             for i in layers:
                 f, g = self._layer_times(i, b, t)
-                ar = m.layers[i].tp_allreduces * C.all_reduce_s(cl, tp_group, b * m.layers[i].out_bytes)
+                msg = m.layers[i].out_bytes or m.layers[i - 1].out_bytes     # the head: its input's gradient
+                ar = m.layers[i].tp_allreduces * C.all_reduce_s(cl, tp_group, b * msg)
                 f_comp, b_comp, tp_comm = f_comp + f, b_comp + g + (f if plan.recompute else 0.0), \
                     tp_comm + ar * (3 if plan.recompute else 2)
             P = stage_params(m, layers, t)
@@ -141,7 +152,8 @@ class Estimator:
             bwd.append(b_comp + tp_comm - tp_f + gather)
             if s + 1 < plan.pp:
                 out = b * m.layers[layers[-1]].out_bytes / t
-                p2p.append(C.p2p_s(cl, self.ids[plan.rank(0, 0, s)], self.ids[plan.rank(0, 0, s + 1)], out))
+                p2p.append(max(C.p2p_s(cl, self.ids[plan.rank(d, 0, s)], self.ids[plan.rank(d, 0, s + 1)], out)
+                               for d in range(min(plan.dp, _GROUPS_CHECKED))))
             grads = P * wbytes
             if plan.zero == 0:
                 sync = C.all_reduce_s(cl, dp_group, grads)

@@ -14,8 +14,11 @@ One forward pass at micro-batch 1 with three observers, nothing allocated:
 * saved-tensor hooks count the bytes autograd keeps for backward (each storage once, parameters
   excluded): saved by a norm or as a column GEMM's input it is replicated over TP ranks, anything
   else saved inside a block is split.  Outside the blocks (embedding, head) everything is
-  replicated: the planner keeps the embedding and the LM head whole on every TP rank (as
-  ``bench/plan_gloo.py`` runs them).
+  replicated by default: the embedding and the LM head whole on every TP rank (as
+  ``bench/plan_gloo.py`` runs them).  ``vocab_parallel=True`` traces Megatron's vocabulary-parallel
+  embedding and head instead: the token table and the head's weight split over the vocabulary,
+  the head's GEMM column-parallel and its logits (and the loss's saved tensors) split, one TP
+  all-reduce each (the embedding's output; the head's input gradient).
 """
 from __future__ import annotations
 
@@ -70,7 +73,8 @@ def _first_tensor(x: Any) -> torch.Tensor | None:
 
 
 class _Tracer:
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, vocab_parallel: bool = False):
+        self.vocab_parallel = vocab_parallel
         blocks = [m for m in module.modules() if isinstance(m, nn.ModuleList)]
         if not blocks:
             raise ModelError(f"{type(module).__name__} has no nn.ModuleList of blocks to cut into pipeline stages")
@@ -130,10 +134,15 @@ class _Tracer:
     def in_block(self) -> bool:
         return 1 <= self.layer <= self.n
 
+    @property
+    def splits(self) -> bool:
+        """Whether ops running now are divided over TP ranks (blocks; the head when vocab-parallel)."""
+        return self.in_block or (self.vocab_parallel and self.layer == self.n + 1)
+
     # -- ops -------------------------------------------------------------------------------------
     def linear_split(self) -> str:
         lin = self.inside(_is_linear)
-        if lin is None or not self.in_block:
+        if lin is None or not self.splits:
             return "none"
         return "column" if id(lin) in self.column else "row"
 
@@ -147,7 +156,7 @@ class _Tracer:
             ops.append(Op("linear", self.linear_split(), tokens=int(x.shape[0]), k=int(x.shape[1]), n=int(w.shape[1])))
         elif name in ("bmm", "baddbmm"):
             x, w = (args[1], args[2]) if name == "baddbmm" else (args[0], args[1])
-            ops.append(Op("bmm", "split" if self.in_block else "none", batch=int(x.shape[0]), m=int(x.shape[1]),
+            ops.append(Op("bmm", "split" if self.splits else "none", batch=int(x.shape[0]), m=int(x.shape[1]),
                           k=int(x.shape[2]), n=int(w.shape[2])))
         else:
             nbytes = _bytes(list(args)) + _bytes(out)
@@ -156,7 +165,7 @@ class _Tracer:
 
     def pointwise_split(self, out) -> str:
         t = _first_tensor(out)
-        if not self.in_block or self.inside(_is_norm) is not None or t is None:
+        if not self.splits or self.inside(_is_norm) is not None or t is None:
             return "none"
         return "split" if t.dim() >= 4 or (t.dim() and int(t.shape[-1]) != self.hidden) else "none"
 
@@ -170,7 +179,7 @@ class _Tracer:
             return
         self.seen.add(key)
         nbytes = float(t.untyped_storage().nbytes())
-        replicated = (not self.in_block or self.inside(_is_norm) is not None
+        replicated = (not self.splits or self.inside(_is_norm) is not None
                       or id(self.inside(_is_linear)) in self.column)
         self.act[self.layer][1 if replicated else 0] += nbytes
 
@@ -205,7 +214,8 @@ class _Functions(TorchFunctionMode):
 
 
 def _layer_params(tr: _Tracer, module: nn.Module) -> list[tuple[int, int]]:
-    """(split, replicated) parameter counts per layer."""
+    """(split, replicated) parameter counts per layer; vocabulary-parallel: the token table (the
+    embedding with the most rows) and the head's linear weights split."""
     in_blocks = set()
     out = [(0, 0)] * (tr.n + 2)
     for i, block in enumerate(tr.blocks):
@@ -219,11 +229,23 @@ def _layer_params(tr: _Tracer, module: nn.Module) -> list[tuple[int, int]]:
                     rep += p.numel()
         out[i + 1] = (split, rep)
     # outside the blocks: parameters used before the first block go to the embedding, the rest to the head
-    emb = sum(p.numel() for name, p in module.named_parameters() if id(p) not in in_blocks and _is_embedding_param(module, name))
-    rest = sum(p.numel() for p in module.parameters() if id(p) not in in_blocks) - emb
-    out[0] = (0, emb)
-    out[-1] = (0, rest)
+    outside = [(name, p) for name, p in module.named_parameters() if id(p) not in in_blocks]
+    emb = [p for name, p in outside if _is_embedding_param(module, name)]
+    rest = [(name, p) for name, p in outside if not _is_embedding_param(module, name)]
+    if not tr.vocab_parallel:
+        out[0] = (0, sum(p.numel() for p in emb))
+        out[-1] = (0, sum(p.numel() for _, p in rest))
+        return out
+    rows = max((p.shape[0] for p in emb), default=0)
+    split = sum(p.numel() for p in emb if p.shape[0] == rows)
+    out[0] = (split, sum(p.numel() for p in emb) - split)
+    head_split = sum(p.numel() for name, p in rest if p.dim() == 2 and _is_linear(_owner(module, name)))
+    out[-1] = (head_split, sum(p.numel() for _, p in rest) - head_split)
     return out
+
+
+def _owner(module: nn.Module, name: str) -> nn.Module:
+    return module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
 
 
 def _is_embedding_param(module: nn.Module, name: str) -> bool:
@@ -232,11 +254,12 @@ def _is_embedding_param(module: nn.Module, name: str) -> bool:
 
 
 def trace_module(module: nn.Module, seq_len: int, name: str, mixed_precision: bool = False,
-                 call: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> ModelSpec:
+                 call: Callable[[nn.Module, torch.Tensor], Any] | None = None,
+                 vocab_parallel: bool = False) -> ModelSpec:
     """The layers of ``module`` (its parameters on the meta device, or moved there) at ``seq_len``."""
     module = module.to("meta") if any(p.device.type != "meta" for p in module.parameters()) else module
     module.train()
-    tr = _Tracer(module)
+    tr = _Tracer(module, vocab_parallel)
     handles = []
     for m in module.modules():
         handles.append(m.register_forward_pre_hook(tr.pre, with_kwargs=True))
@@ -259,7 +282,8 @@ def trace_module(module: nn.Module, seq_len: int, name: str, mixed_precision: bo
     layers = tuple(Layer(name=names[i], ops=tuple(tr.ops[i]), params_split=params[i][0],
                          params_replicated=params[i][1], act_split_bytes=tr.act[i][0],
                          act_replicated_bytes=tr.act[i][1], out_bytes=tr.out_bytes[i],
-                         tp_allreduces=tr.allreduces[i] if 1 <= i <= tr.n else 0, temp_bytes=tr.temp[i])
+                         tp_allreduces=tr.allreduces[i] if 1 <= i <= tr.n else int(vocab_parallel),
+                         temp_bytes=tr.temp[i])
                    for i in range(tr.n + 2))
     p = next(module.parameters())
     heads = next((op.batch for layer in layers for op in layer.ops if op.kind == "attention"), 1)
