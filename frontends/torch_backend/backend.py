@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
+import types
 from typing import Any, Sequence
 
 import torch
 import torch.fx as fx
 
-from tilewise.frontends.torch_backend import cache, dynamic, fused, kernels, profile, rowwise
+from tilewise.frontends.torch_backend import attention, cache, dynamic, fused, kernels, profile, rowwise
 from tilewise.frontends.torch_backend.graph import TRANSPOSES, VIEWS, GroupSpec, find_groups, op_name
 from tilewise.frontends.torch_backend.options import BackendOptions
 from tilewise.frontends.torch_backend.runtime import GroupRunner
@@ -75,6 +76,8 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
         placeholders = [n for n in ag.graph.nodes if n.op == "placeholder"]
         params = {n for n, x in zip(placeholders, example_inputs) if isinstance(x, torch.nn.Parameter)}
         groups, skipped = find_groups(ag.graph, params)
+        # scaled_dot_product_attention as tilewise kernels (attention.py)
+        groups += attention.find_attention_groups(ag.graph, {n for g in groups for n in g.nodes})
         if opts.rowwise:        # chains of elementwise ops and last-dim reductions among the rest
             owned = {n for g in groups for n in g.nodes}
             groups += rowwise.specs(rowwise.find_rowwise_groups(ag.graph, owned))
@@ -132,8 +135,8 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     kernels.warn_if_torch_threads_spin(threads)
     store = None
     decided = []
-    rows = [g for g in groups if g.anchor == "rowwise"]
-    groups = [g for g in groups if g.anchor != "rowwise"]
+    rows = [g for g in groups if g.anchor in ("rowwise", "attention")]
+    groups = [g for g in groups if g.anchor not in ("rowwise", "attention")]
     try:
         for g in groups:
             entry = (plan or {}).get(g.name)
@@ -175,12 +178,30 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     decided = fused.decide(env, decided, opts, lambda g: not _escapes(g.nodes[-1]))
     if opts.mode == "max-autotune" and plan is None:
         decided = profile.choose_faster(env(), decided)
-    for g in rows:      # built, checked and timed against eager here (rowwise.decide)
-        entry = (plan or {}).get(g.name)
-        if entry is not None and entry.get("workload") != g.workload:
-            entry = None
-        runner, entry = rowwise.decide(g, entry, env, opts, threads, reuse_output=not _escapes(g.nodes[-1]))
-        decided.append((g, {"runner": runner, "plan": entry}))
+    # built, checked and timed against eager here (rowwise.decide, attention.decide)
+    store = None
+    try:
+        for g in rows:
+            entry = (plan or {}).get(g.name)
+            if entry is not None and entry.get("workload") != g.workload:
+                entry = None
+            reuse = not _escapes(g.nodes[-1])
+            if g.anchor == "rowwise":
+                runner, entry = rowwise.decide(g, entry, env, opts, threads, reuse_output=reuse)
+            else:
+                if store is None:
+                    store = kernels.open_db(opts.db)
+
+                def pick(workload, _store=store):
+                    e, k = _decide(types.SimpleNamespace(workload=workload), threads, opts, _store)
+                    if e["schedule"] is None:
+                        raise RuntimeError(f"{workload}: {e['reason']}")
+                    return e["schedule"], k
+                runner, entry = attention.decide(g, entry, env, opts, threads, pick, reuse_output=reuse)
+            decided.append((g, {"runner": runner, "plan": entry}))
+    finally:
+        if store is not None:
+            store.close()
     return decided
 
 
@@ -231,11 +252,11 @@ def _rewrite(ag: fx.GraphModule, decided) -> None:
             d["runner"], d["plan"] = None, {**d["plan"], "schedule": None, "reason": why}
             continue
         last = spec.nodes[-1]
-        # a conv group's output is a channels-last view; a row-wise group's is row-major where eager's
+        # a conv group's output is a channels-last view; a row-wise or attention group's is row-major where eager's
         # value may keep a permuted input's layout (TensorIterator): later views may not apply to it
         val = last.meta.get("val")
         channels_last |= spec.kind.channels_last or (
-            spec.anchor == "rowwise" and isinstance(val, torch.Tensor) and not val.is_contiguous())
+            spec.anchor in ("rowwise", "attention") and isinstance(val, torch.Tensor) and not val.is_contiguous())
 
         def call(*args, _runner=runner):
             return _runner(*args)

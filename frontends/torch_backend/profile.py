@@ -162,7 +162,13 @@ def record_graph(opts, ag: fx.GraphModule, example_inputs, decided: list, graph_
         group = by_name.get(getattr(n.target, "__name__", ""))
         if group is not None:
             g, d = group
-            flops = None if g.anchor == "rowwise" else Workload.parse(g.workload).flops
+            if g.anchor == "rowwise":
+                flops = None
+            elif g.anchor == "attention":
+                b, h, _, sq, sk, d = g.attention["dims"]
+                flops = 4.0 * b * h * sq * sk * d
+            else:
+                flops = Workload.parse(g.workload).flops
             state["kernels"].append(KernelTrace(
                 name=f"graph{graph_id}/{g.name}", kind="kernel", ops=tuple(g.ops), median_s=median_s,
                 calls=calls, flops=flops, workload=g.workload,
