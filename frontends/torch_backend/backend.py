@@ -30,7 +30,7 @@ import torch
 import torch.fx as fx
 
 from tilewise.frontends.torch_backend import attention, cache, dynamic, fused, kernels, profile, rowwise
-from tilewise.frontends.torch_backend.graph import TRANSPOSES, VIEWS, GroupSpec, find_groups, op_name
+from tilewise.frontends.torch_backend.graph import TRANSPOSES, VIEWS, GroupSpec, find_groups, fold_batch_norms, op_name
 from tilewise.frontends.torch_backend.options import BackendOptions
 from tilewise.frontends.torch_backend.runtime import GroupRunner
 
@@ -75,6 +75,9 @@ def compile_graph(gm: fx.GraphModule, example_inputs: list, opts: BackendOptions
     if ag is not None:
         placeholders = [n for n in ag.graph.nodes if n.op == "placeholder"]
         params = {n for n, x in zip(placeholders, example_inputs) if isinstance(x, torch.nn.Parameter)}
+        if fold_batch_norms(ag.graph):      # eval-mode batch norms -> per-channel conv epilogues
+            ag.graph.lint()
+            ag.recompile()
         groups, skipped = find_groups(ag.graph, params)
         # scaled_dot_product_attention as tilewise kernels (attention.py)
         groups += attention.find_attention_groups(ag.graph, {n for g in groups for n in g.nodes})

@@ -15,6 +15,7 @@ and what the runtime (``runtime.py``) executes.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +185,56 @@ def _epilogue_step(cur: fx.Node, c: fx.Node, b: _Builder, members: set) -> dict[
             return None
         return step
     return None
+
+
+def fold_batch_norms(g: fx.Graph) -> int:
+    """Rewrite each inference-mode batch norm of a 4-D f32 activation into ``x * scale + shift``
+    with ``scale = weight * rsqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``
+    (per channel, ``[C, 1, 1]``): the two per-channel ops then join the conv before them as its
+    epilogue (inside its fused kernel), and only the C-element scale/shift run as eager ops.  The
+    running stats stay graph inputs, so an updated model is followed.  Returns how many were folded."""
+    folded = 0
+    for n in list(g.nodes):
+        if n.op != "call_function":
+            continue
+        if n.target == aten.native_batch_norm.default:
+            x, w, b, mean, var, training, _, eps = n.args
+            if training:
+                continue
+        elif n.target == aten._native_batch_norm_legit_no_training.default:
+            x, w, b, mean, var, _, eps = n.args
+        else:
+            continue
+        v = _val(x)
+        if not _is_f32_cpu(x) or v.dim() != 4 or mean is None or var is None:
+            continue
+        items = list(n.users)
+        if any(u.target is not operator.getitem for u in items) or any(u.users for u in items if u.args[1] != 0):
+            continue
+        out = next((u for u in items if u.args[1] == 0), None)
+        if out is None:
+            continue
+        c = v.shape[1]
+        with g.inserting_before(n):
+            inv = g.call_function(aten.rsqrt.default, (g.call_function(aten.add.Tensor, (var, float(eps))),))
+            scale = g.call_function(aten.mul.Tensor, (inv, w)) if w is not None else inv
+            shift = g.call_function(aten.mul.Tensor, (mean, scale))
+            shift = g.call_function(aten.sub.Tensor, (b, shift)) if b is not None else \
+                g.call_function(aten.neg.default, (shift,))
+            scale4 = g.call_function(aten.view.default, (scale, [c, 1, 1]))
+            shift4 = g.call_function(aten.view.default, (shift, [c, 1, 1]))
+            y = g.call_function(aten.mul.Tensor, (x, scale4))
+            y = g.call_function(aten.add.Tensor, (y, shift4))
+        for node, shape in ((inv, (c,)), (scale, (c,)), (shift, (c,)), (scale4, (c, 1, 1)), (shift4, (c, 1, 1))):
+            node.meta["val"] = torch.empty(shape)          # C floats: a real tensor stands in
+        for node in (y.args[0], y):
+            node.meta["val"] = out.meta["val"]
+        out.replace_all_uses_with(y)
+        for u in items:
+            g.erase_node(u)
+        g.erase_node(n)
+        folded += 1
+    return folded
 
 
 def find_groups(g: fx.Graph, params: set[fx.Node]) -> tuple[list[GroupSpec], list[tuple[fx.Node, str]]]:

@@ -304,3 +304,32 @@ def test_without_a_compile_cache_the_unfused_kernels_run(opts):
     with torch.no_grad():
         compiled = torch.compile(model, backend="tilewise", options={**opts, "cache": False, "fuse": False})
         assert rel_error(compiled(x), model(x)) <= 1e-4
+
+
+def test_eval_batch_norm_is_folded_into_the_conv_epilogue(opts, caplog):
+    """An eval-mode BatchNorm after a conv becomes ``x * scale + shift`` per channel (graph rewrite),
+    which joins the conv's fused kernel with the ReLU after it; affine and non-affine norms, and
+    running statistics changed after compiling are followed (they stay graph inputs)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from tilewise.frontends.torch_backend.graph import find_groups, fold_batch_norms
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, affine=False)).eval()
+    for bn in (model[1], model[4]):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 4, 12, 12)
+    caplog.set_level(logging.INFO, logger="tilewise")
+    with torch.no_grad():
+        gm = make_fx(model)(x)
+    assert fold_batch_norms(gm.graph) == 2
+    assert not any("batch_norm" in str(n.target) for n in gm.graph.nodes)
+    groups, _ = find_groups(gm.graph, set())
+    assert [[s["op"] for s in g.epilogue] for g in groups] == [["bias", "binary", "binary", "unary"],
+                                                                ["binary", "binary"]]
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="tilewise", options=opts)
+        assert torch.allclose(compiled(x), model(x), atol=1e-5, rtol=1e-4)
+        model[1].running_var.mul_(3.0)
+        assert torch.allclose(compiled(x), model(x), atol=1e-5, rtol=1e-4)
+    assert "2 fused kernel(s) (2 with the epilogue inside" in caplog.text and "native_batch_norm" not in caplog.text
