@@ -14,7 +14,11 @@ rounds (median of per-round means).  A second worker on the same caches times th
 compiles.  A third pass compiles tilewise from its cache with ``profile`` on and reads the trace:
 the share of the graph's time spent inside tilewise kernels (the rest: eager aten ops between them).
 
-Prints one table (ratios > 1: tilewise is faster) and the issue-17 goals with pass/fail:
+Prints one table (ratios > 1: tilewise is faster) and the issue-17 goals with pass/fail.  Each row
+also shows the model's counted GFLOP (matmuls, convolutions, attention: torch's FlopCounterMode),
+eager's speed as a share of the f32 FMA peak measured for that thread count (bench/fma_peak.py's
+loop), and the peak's speed-up over eager: the hardware limit of any backend's ratio to eager.
+The goals:
 every row >= 1.3x eager and >= 1.2x Inductor, geomean >= 1.5x Inductor at 1 thread, >= 90 % of
 graph time in tilewise kernels, cold compile no slower than Inductor's, rel. error <= 1e-4.
 
@@ -40,6 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_backend import print_columns  # noqa: E402  (bench/torch_backend.py: the same table layout)
+import fma_peak  # noqa: E402  (bench/fma_peak.py: the measured FMA ceiling)
 
 BACKENDS = ("eager", "inductor", "inductor-max-autotune", "tilewise", "tilewise-max-autotune")
 MODELS = ("bert-layer", "gpt2-block", "gpt2-lm", "llama", "vit", "cnn")
@@ -114,6 +119,16 @@ def kernel_share(fn, x, cache: str, threads: int) -> float | None:
     return sum(t for kind, t in times if kind == "kernel") / total if total else None
 
 
+def model_gflop(fn, x) -> float:
+    """The model's floating-point work (GFLOP) as torch counts it: matmuls, convolutions and
+    attention (2 per multiply-add); elementwise ops and norms are not counted, so the FMA ceiling
+    below is an upper bound on the speed any backend can reach."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn(x)
+    return counter.get_total_flops() / 1e9
+
+
 def worker(args) -> dict:
     import torch
     import torch._dynamo  # noqa: F401  (imported before any clock starts: every backend needs it)
@@ -124,6 +139,7 @@ def worker(args) -> dict:
     impls = {}
     with torch.no_grad():
         ref = fn(x)
+        out["gflop"] = model_gflop(fn, x)
         for b in args.backends.split(","):
             try:
                 torch._dynamo.reset()
@@ -157,6 +173,22 @@ def worker(args) -> dict:
 
 
 # --- driver ------------------------------------------------------------------------------------
+def measure_peaks(thread_counts: list[int]) -> dict[int, float]:
+    """f32 FMA GFLOP/s on 1..n cores at once (bench/fma_peak.py's loop), per thread count."""
+    allowed = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="fma-peak-") as tmp:
+        exe = fma_peak.build(__import__("pathlib").Path(tmp))
+        return {t: sum(g for _, g in fma_peak.run(exe, allowed[:t])) for t in thread_counts if t <= len(allowed)}
+
+
+def ceiling(r: dict) -> float | None:
+    """How many times faster than eager the FMA peak would run the model's counted flops: no
+    backend can beat eager by more on this machine (ratios above it are out of reach)."""
+    if r.get("gflop") and r.get("fma_peak_gflops") and r.get("eager_s"):
+        return r["eager_s"] / (r["gflop"] / r["fma_peak_gflops"])
+    return None
+
+
 def run_worker(cfg: tuple, cache: str, extra: list[str], timeout: float) -> dict:
     model, batch, seq, threads = cfg
     cmd = [sys.executable, __file__, "--worker", "--models", model, "--batch", str(batch), "--seq", str(seq),
@@ -184,18 +216,22 @@ def _secs(r: dict, key: str) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ["model", "b", "seq", "thr", "eager ms", "tw ms", "tw vs eager", "tw vs ind", "tw vs ind-max",
+    head = ["model", "b", "seq", "thr", "GFLOP", "eager % peak", "peak vs eager", "eager ms", "tw ms", "tw vs eager",
+            "tw vs ind", "tw vs ind-max",
             "tw-max vs ind", "in kernels", "tw compile cold/cached s", "ind compile cold/cached s",
             "ind-max compile s", "tw rel err"]
     lines = [head]
     for r in rows:
         seq = "-" if r["model"] in NO_SEQ else str(r["seq"])
         if "error" in r:
-            lines.append([r["model"], str(r["batch"]), seq, str(r["threads"]), "error: " + r["error"]] + [""] * 10)
+            lines.append([r["model"], str(r["batch"]), seq, str(r["threads"]), "error: " + r["error"]] + [""] * 13)
             continue
         share = r.get("tilewise_kernel_share")
+        top = ceiling(r)
         lines.append([
             r["model"], str(r["batch"]), seq, str(r["threads"]),
+            f"{r['gflop']:.2f}" if r.get("gflop") else "-",
+            f"{1 / top:.0%}" if top else "-", f"{top:.2f}x" if top else "-",
             f"{r['eager_s'] * 1e3:.2f}" if r.get("eager_s") else "-",
             f"{r['tilewise_s'] * 1e3:.2f}" if r.get("tilewise_s") else "-",
             _ratio(r, "eager"), _ratio(r, "inductor"), _ratio(r, "inductor-max-autotune"),
@@ -269,6 +305,7 @@ def main(argv=None):
             for seq in seqs:
                 configs += [(model, batch, seq, t) for t in map(int, args.threads.split(","))]
     extra = ["--rounds", str(args.rounds), "--backends", args.backends]
+    peaks = measure_peaks(sorted({c[3] for c in configs}))
     rows = []
     for cfg in configs:
         with tempfile.TemporaryDirectory() as cache:
@@ -278,12 +315,19 @@ def main(argv=None):
                 again = run_worker(cfg, cache, ["--compile-only", "--backends", ",".join(cached)], args.timeout)
                 r["tilewise_cached_compile_s"] = again.get("tilewise_compile_s")
                 r["inductor_cached_compile_s"] = again.get("inductor_compile_s")
+        r["fma_peak_gflops"] = peaks.get(cfg[3])
         rows.append(r)
         print(json.dumps(r), file=sys.stderr, flush=True)
     print_table(rows)
     print()
     for name, met, value in goals(rows):
         print(f"goal {name}: {value} -> {'met' if met else 'not measured' if met is None else 'MISSED'}")
+    tops = [(ceiling(r), r) for r in rows if ceiling(r)]
+    if tops:
+        top, r = min(tops, key=lambda t: t[0])
+        print(f"hardware limit: the FMA peak runs the counted flops at most {top:.2f}x faster than eager "
+              f"({r['model']} b{r['batch']} s{r['seq']} {r['threads']}t, eager at {1 / top:.0%} of peak); "
+              "a goal above it is out of reach on this machine")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
