@@ -234,6 +234,22 @@ class Script:
             lambda: tvec.ApplyMultiReductionFlatteningPatternsOp(
                 lowering_strategy=tvec.VectorMultiReductionLowering.InnerReduction))
 
+    def rows_in_vectors(self, ops: Sequence[ir.Value], rank: int, vector: int, func: ir.Value,
+                        vectorize: bool = True) -> None:
+        """The inner end of a row-wise schedule (softmax, the backend's fused row-wise groups):
+        each op in ``ops`` row by row, ``vector`` elements of the last dim per step (the partial
+        step peeled), then vectorize, bufferize and lower the vectors."""
+        for op in ops:
+            _, loops = self.tile(op, [1] * (rank - 1) + [vector])
+            self.peel(loops[-1:])
+        self.canonicalize(func)
+        if vectorize:
+            func = self.vectorize(func)
+        self.eliminate_empty_tensors(func)
+        root = self.bufferize()
+        if vectorize:
+            self.lower_vectors(self.hoist_vector_transfers(self.func(root)))
+
     def forall_to_for(self, within: ir.Value) -> None:
         """Sequentialize ``scf.forall`` loops (fusion tiles) after bufferization."""
         foralls = self.match("scf.forall", within)

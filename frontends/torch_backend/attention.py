@@ -161,7 +161,6 @@ def decide(spec, entry: dict[str, Any] | None, env, opts, threads: int, pick, re
     from tilewise.core.workload import Workload
     from tilewise.frontends.torch_backend import kernels as kern
     from tilewise.frontends.torch_backend import profile
-    from tilewise.frontends.torch_backend.fused import rel_error
     a = spec.attention
     if entry is not None and (entry.get("schedule") is None or entry.get("use_kernel") is False):
         return None, entry
@@ -184,20 +183,4 @@ def decide(spec, entry: dict[str, Any] | None, env, opts, threads: int, pick, re
     plan["schedule"] = schedules
     if entry is not None:
         return runner, {**plan, **{k: entry[k] for k in ("kernel_s", "eager_s") if k in entry}}
-    values = env()
-    ins = [values[i] for i in spec.inputs]
-    with torch.no_grad():
-        ref = profile.eager_chain(spec.nodes, values)()
-        got = runner(*ins)
-        err = rel_error(got, ref) if got.shape == ref.shape else float("inf")
-        bound = opts.max_rel_error if opts.max_rel_error is not None else 1e-4
-        if not err <= bound:
-            return None, {**plan, "schedule": None,
-                          "reason": f"attention kernels differ from eager (rel. error {err:.2e} > {bound:.0e})"}
-        kernel_s, eager_s = profile.interleaved_s(lambda: runner(*ins), profile.eager_chain(spec.nodes, values))
-    plan.update(kernel_s=kernel_s, eager_s=eager_s, rel_error=err)
-    if eager_s < kernel_s:
-        plan.update(use_kernel=False, reason=f"eager measured faster ({eager_s * 1e6:.1f} us vs "
-                                             f"{kernel_s * 1e6:.1f} us for the attention kernels)")
-        return None, plan
-    return runner, plan
+    return (runner if profile.check_and_time(runner, spec, env(), opts, plan, "attention kernels") else None), plan

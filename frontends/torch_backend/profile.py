@@ -86,6 +86,36 @@ def eager_chain(nodes: list[fx.Node], env: dict) -> Callable[[], object]:
     return run
 
 
+def check_and_time(runner, spec, env: dict, opts, plan: dict[str, Any], what: str) -> bool:
+    """Whether ``runner`` should replace ``spec``'s nodes: it matches their eager values on the example
+    inputs (normwise relative error <= ``max_rel_error``, default 1e-4) and times faster than them
+    (:func:`interleaved_s`).  ``plan`` gets the measured ``kernel_s``, ``eager_s``, ``rel_error``, or
+    the ``reason`` it stays eager (``schedule`` None when the kernel is wrong or fails to run)."""
+    from tilewise.frontends.torch_backend.fused import rel_error
+    ins = [env[i] for i in spec.inputs]
+    bound = opts.max_rel_error if opts.max_rel_error is not None else 1e-4
+    with torch.no_grad():
+        try:
+            ref = eager_chain(spec.nodes, env)()
+            got = runner(*ins)
+            err = rel_error(got, ref) if got.shape == ref.shape else math.inf
+        except Exception as e:
+            plan.update(schedule=None, reason=f"{what} failed its check: {type(e).__name__}: "
+                                              f"{' '.join(str(e).split())[:200]}")
+            return False
+        if not err <= bound:
+            plan.update(schedule=None, reason=f"{what} differ{'' if what.endswith('s') else 's'} from eager "
+                                              f"(rel. error {err:.2e} > {bound:.0e})")
+            return False
+        kernel_s, eager_s = interleaved_s(lambda: runner(*ins), eager_chain(spec.nodes, env))
+    plan.update(kernel_s=kernel_s, eager_s=eager_s, rel_error=err)
+    if eager_s < kernel_s:
+        plan.update(use_kernel=False, reason=f"eager measured faster ({eager_s * 1e6:.1f} us vs "
+                                             f"{kernel_s * 1e6:.1f} us for the {what})")
+        return False
+    return True
+
+
 def choose_faster(env: dict, decided: list) -> list:
     """max-autotune: time each kernel group against its ops in eager PyTorch (``env``: the graph's
     node values, :func:`node_values`); keep the faster."""

@@ -364,16 +364,7 @@ def rowwise_schedule(script, shape: Sequence[int], ops: Sequence[tuple[str, int]
         script.fuse(last, [1] * (rank - 2) + [tile, 0], use_forall=True)
         script.canonicalize(f)         # the unfused originals are dead now
         script.cse(f)
-    _, loops = script.tile(script.match("linalg.generic", f), [1] * (rank - 1) + [vector])
-    script.peel(loops[-1:])
-    script.canonicalize(f)
-    if s.get("vectorize", True):
-        f = script.vectorize(f)
-    script.eliminate_empty_tensors(f)
-    root = script.bufferize()
-    if s.get("vectorize", True):
-        fh = script.hoist_vector_transfers(script.func(root))
-        script.lower_vectors(fh)
+    script.rows_in_vectors([script.match("linalg.generic", f)], rank, vector, f, s.get("vectorize", True))
 
 
 def kernel_key(text: str, s: dict[str, Any]) -> str:
@@ -466,7 +457,6 @@ def decide(spec, entry: dict[str, Any] | None, env, opts, threads: int, reuse_ou
     group's aten ops in eager PyTorch on the example inputs and timed against them (interleaved
     medians): the faster runs, and the plan says why."""
     from tilewise.frontends.torch_backend import profile
-    from tilewise.frontends.torch_backend.fused import rel_error
     shape = tuple(_val(spec.nodes[-1]).shape)
     if entry is not None and entry.get("schedule") is None:
         return None, entry
@@ -486,24 +476,4 @@ def decide(spec, entry: dict[str, Any] | None, env, opts, threads: int, reuse_ou
                       "reason": f"row-wise kernel failed to build: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}
     if entry is not None:
         return runner, plan
-    values = env()
-    ins = [values[i] for i in spec.inputs]
-    bound = opts.max_rel_error if opts.max_rel_error is not None else 1e-4
-    with torch.no_grad():
-        try:
-            ref = profile.eager_chain(spec.nodes, values)()
-            got = runner(*ins)
-            err = rel_error(got, ref) if got.shape == ref.shape else float("inf")
-        except Exception as e:
-            return None, {**plan, "schedule": None,
-                          "reason": f"row-wise kernel failed its check: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}
-        if not err <= bound:
-            return None, {**plan, "schedule": None,
-                          "reason": f"row-wise kernel differs from eager (rel. error {err:.2e} > {bound:.0e})"}
-        kernel_s, eager_s = profile.interleaved_s(lambda: runner(*ins), profile.eager_chain(spec.nodes, values))
-    plan.update(kernel_s=kernel_s, eager_s=eager_s, rel_error=err)
-    if eager_s < kernel_s:
-        plan.update(use_kernel=False, reason=f"eager measured faster ({eager_s * 1e6:.1f} us vs "
-                                             f"{kernel_s * 1e6:.1f} us for the row-wise kernel)")
-        return None, plan
-    return runner, plan
+    return (runner if profile.check_and_time(runner, spec, env(), opts, plan, "row-wise kernel") else None), plan

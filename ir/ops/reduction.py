@@ -294,14 +294,4 @@ class Softmax(RowwiseOp):
             script.bufferize()
             return     # the untuned baseline split over threads
         # inside the tile: row by row, ``vector`` elements per step; peel the partial chunk
-        for op in (red_m, red_s, norm):
-            _, loops = script.tile(op, [1] * (rank - 1) + [vector])
-            script.peel(loops[-1:])
-        script.canonicalize(f)
-        if s.get("vectorize", True):
-            f = script.vectorize(f)
-        script.eliminate_empty_tensors(f)
-        root = script.bufferize()
-        if s.get("vectorize", True):
-            fh = script.hoist_vector_transfers(script.func(root))
-            script.lower_vectors(fh)
+        script.rows_in_vectors((red_m, red_s, norm), rank, vector, f, s.get("vectorize", True))

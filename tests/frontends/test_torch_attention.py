@@ -1,12 +1,11 @@
 """Attention groups (frontends/torch_backend/attention.py): scaled_dot_product_attention as a
 batch_matmul, softmax and batch_matmul tilewise kernels, checked and timed against eager."""
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tilewise.frontends.torch_backend import profile
+from .backend_helpers import force_timing as _force
+from .backend_helpers import plan_entries
 
 pytestmark = pytest.mark.jit
 
@@ -31,23 +30,6 @@ class Attn(torch.nn.Module):
         return o.transpose(1, 2).reshape(b, s, -1)
 
 
-def _force(monkeypatch, kernel_faster: bool):
-    calls = []
-
-    def timed(a, b, rounds=9):
-        calls.append(1)
-        return (1.0, 2.0) if kernel_faster else (2.0, 1.0)
-    monkeypatch.setattr(profile, "interleaved_s", timed)
-    return calls
-
-
-def _entries(cache):
-    out = []
-    for p in (cache / "plans").glob("*.json"):
-        out += [e for k, e in json.loads(p.read_text())["groups"].items() if k.startswith("attention")]
-    return out
-
-
 @pytest.mark.parametrize("heads,kv_heads,causal,seq,mask", [
     (4, 4, False, 16, None), (4, 4, True, 19, None), (4, 2, True, 23, None),
     (4, 4, False, 16, "float"), (4, 1, False, 13, "bool")])
@@ -69,7 +51,7 @@ def test_attention_kernels_match_eager(heads, kv_heads, causal, seq, mask, opts,
             got = compiled(x, m)
             assert float((got - ref).norm() / ref.norm()) < 1e-5
             x = x * 1.5
-    (e,) = _entries(tmp_path / "cache")
+    (e,) = plan_entries(tmp_path / "cache", "attention")
     assert e["use_kernel"] and set(e["schedule"]) == {"qk", "softmax", "pv"}, e
     b, h = 2, heads
     assert e["kernels"]["qk"] == f"batch_matmul:{b * h}x{seq}x{seq}x8:f32"
@@ -83,7 +65,7 @@ def test_eager_measured_faster_keeps_sdpa_and_says_why(opts, tmp_path, monkeypat
     with torch.no_grad():
         out = torch.compile(model, backend="tilewise", options=opts)(x)
         assert torch.allclose(out, model(x), atol=1e-5, rtol=1e-4)
-    (e,) = _entries(tmp_path / "cache")
+    (e,) = plan_entries(tmp_path / "cache", "attention")
     assert not e["use_kernel"] and "eager measured faster" in e["reason"]
     # the cached plan keeps the decision without timing again
     torch._dynamo.reset()
@@ -106,5 +88,5 @@ def test_a_wrong_kernel_is_caught_by_the_check(opts, tmp_path, monkeypatch):
     with torch.no_grad():
         out = torch.compile(model, backend="tilewise", options=opts)(x)
         assert torch.allclose(out, model(x), atol=1e-5, rtol=1e-4)
-    (e,) = _entries(tmp_path / "cache")
+    (e,) = plan_entries(tmp_path / "cache", "attention")
     assert e["schedule"] is None and "differ from eager" in e["reason"]

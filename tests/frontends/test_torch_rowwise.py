@@ -1,6 +1,5 @@
 """Row-wise groups (frontends/torch_backend/rowwise.py): chains of elementwise ops and last-dim
 reductions between the kernels become one fused MLIR kernel, checked against eager."""
-import json
 import math
 
 import pytest
@@ -8,6 +7,9 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from tilewise.frontends.torch_backend import profile, rowwise
+
+from .backend_helpers import force_timing as _force
+from .backend_helpers import plan_entries
 
 pytestmark = pytest.mark.jit
 
@@ -116,23 +118,12 @@ class Norms(torch.nn.Module):
         return rms_norm(h, self.w)
 
 
-def _force(monkeypatch, kernel_faster: bool):
-    """The compile-time timing, made deterministic: the kernel (or eager) measures faster."""
-    calls = []
-
-    def timed(a, b, rounds=9):
-        calls.append(1)
-        return (1.0, 2.0) if kernel_faster else (2.0, 1.0)
-    monkeypatch.setattr(profile, "interleaved_s", timed)
-    return calls
-
-
-def _rowwise_entries(cache):
-    out = []
-    for p in (cache / "plans").glob("*.json"):
-        data = json.loads(p.read_text())
-        out += [e for k, e in data.get("groups", data).items() if k.startswith("rowwise")]
-    return out
+def _compile_and_check(options):
+    model = Norms().eval()
+    x, r = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    with torch.no_grad():
+        out = torch.compile(model, backend="tilewise", options=options)(x, r)
+        assert torch.allclose(out, model(x, r), atol=1e-5, rtol=1e-4)
 
 
 def test_backend_runs_row_wise_kernels_and_reuses_the_plan(opts, tmp_path, monkeypatch):
@@ -146,7 +137,7 @@ def test_backend_runs_row_wise_kernels_and_reuses_the_plan(opts, tmp_path, monke
         out = compiled(x, r)
         assert float((out - ref).norm() / ref.norm()) < 1e-5
         assert torch.allclose(compiled(x * 2, r), model(x * 2, r), atol=1e-5, rtol=1e-4)
-    entries = _rowwise_entries(tmp_path / "cache")
+    entries = plan_entries(tmp_path / "cache", "rowwise")
     assert len(entries) == 3 and all(e["use_kernel"] and e["schedule"] for e in entries), entries
     assert len(calls) == 3
     # a second compile follows the cached plan: nothing is timed again
@@ -158,12 +149,8 @@ def test_backend_runs_row_wise_kernels_and_reuses_the_plan(opts, tmp_path, monke
 
 def test_eager_measured_faster_keeps_the_ops_and_says_why(opts, tmp_path, monkeypatch):
     _force(monkeypatch, kernel_faster=False)
-    model = Norms().eval()
-    x, r = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
-    with torch.no_grad():
-        out = torch.compile(model, backend="tilewise", options=opts)(x, r)
-        assert torch.allclose(out, model(x, r), atol=1e-5, rtol=1e-4)
-    entries = _rowwise_entries(tmp_path / "cache")
+    _compile_and_check(opts)
+    entries = plan_entries(tmp_path / "cache", "rowwise")
     assert entries and all(not e["use_kernel"] and "eager measured faster" in e["reason"] for e in entries)
 
 
@@ -173,24 +160,16 @@ def test_a_failed_build_falls_back_for_that_group_only(opts, tmp_path, monkeypat
     def broken(gm, inputs, s, path):
         raise RuntimeError("injected build failure")
     monkeypatch.setattr(rowwise, "build", broken)
-    model = Norms().eval()
-    x, r = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
-    with torch.no_grad():
-        out = torch.compile(model, backend="tilewise", options=opts)(x, r)
-        assert torch.allclose(out, model(x, r), atol=1e-5, rtol=1e-4)
-    entries = _rowwise_entries(tmp_path / "cache")
+    _compile_and_check(opts)
+    entries = plan_entries(tmp_path / "cache", "rowwise")
     assert entries and all("injected build failure" in e["reason"] for e in entries)
     assert "injected build failure" in caplog.text
 
 
 def test_rowwise_false_keeps_the_chains_eager(opts, tmp_path, monkeypatch):
     calls = _force(monkeypatch, kernel_faster=True)
-    model = Norms().eval()
-    x, r = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
-    with torch.no_grad():
-        out = torch.compile(model, backend="tilewise", options={**opts, "rowwise": False})(x, r)
-        assert torch.allclose(out, model(x, r), atol=1e-5, rtol=1e-4)
-    assert not calls and not _rowwise_entries(tmp_path / "cache")
+    _compile_and_check({**opts, "rowwise": False})
+    assert not calls and not plan_entries(tmp_path / "cache", "rowwise")
 
 
 def test_rowwise_option_must_be_a_bool():
