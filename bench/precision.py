@@ -3,7 +3,8 @@
 For each shape (``MxNxK``: C[M,N] = A[M,K] @ W[K,N], A and W uniform in [-1, 1]) this times, round
 robin in one process (median over ``--rounds`` rounds of ``--runs`` runs each):
 
-* tilewise ``f32`` (tuned), ``bf16`` as this CPU computes it (the same schedule with
+* tilewise ``f32`` (tuned; on decode shapes also a hand schedule that sweeps 16-row blocks of K
+  across N, which the f32 space's row blocks of 64 and up miss: the goals use the faster), ``bf16`` as this CPU computes it (the same schedule with
   ``precision=bf16``: bf16 inputs, f32 FMAs), ``w8`` and ``w4`` (weight-only int8 / int4, groups of
   ``--group`` along K, dequantized in registers: ``matmul:MxNxK:w4a32:g128``);
 * the rows a CPU without the units cannot run, as ``n/a`` with the missing flag: bf16 on the
@@ -16,7 +17,7 @@ robin in one process (median over ``--rounds`` rounds of ``--runs`` runs each):
 Columns: median ms, GFLOP/s and its share of the FMA peak this machine measured
 (``profiling.hardware``: ``tilewise info``'s figures), effective GB/s of the bytes the kernel must
 move (weights at their width) against the measured DRAM stream bandwidth, the speedup over tilewise
-f32, and two errors against float64: ``err(A@W)`` against the exact product of the f32 inputs
+f32 (the faster of its rows), and two errors against float64: ``err(A@W)`` against the exact product of the f32 inputs
 (quantization included), ``err(own)`` against the product of the weights the kernel was given
 (a quantized kernel's arithmetic alone; the stated bound is 1e-4 for f32 arithmetic, 3e-2 for bf16).
 
@@ -35,6 +36,8 @@ import statistics
 import sys
 import time
 
+#: the hand-written decode schedule of f32 (the weight-only default's sweep): 16-row blocks of K across N
+STREAM = "hand: 16-row blocks of K across N, 1x32"
 SHAPES = ("512x512x512", "1024x1024x1024", "197x768x3072", "1x4096x4096", "8x4096x4096", "1x4096x11008")
 
 
@@ -138,6 +141,7 @@ def rel_error(got, ref) -> float:
 def tilewise_rows(m, n, k, a, wt, args, target, db, missing) -> list[Row]:
     import numpy as np
 
+    from tilewise.core.schedule import Schedule
     from tilewise.core.workload import Workload
     from tilewise.ir import quant
     from tilewise.ir.compiler import compile
@@ -150,6 +154,12 @@ def tilewise_rows(m, n, k, a, wt, args, target, db, missing) -> list[Row]:
     c = page_aligned_empty((m, n), np.float32)
     rows.append(Row(f"tilewise f32 [{how}]", compile(w32, s32).bind([a, wt, c]), out=lambda c=c: c,
                     bytes_=4.0 * (m * k + k * n + m * n), bound=1e-4))
+    if m <= 8:        # decode: the f32 space's row blocks start at 64; 16 rows across N streams better
+        stream = Schedule(tile=[0, 0, 16], interchange=[0, 2, 1], reg_tile=[1, min(32, n)], promote=False,
+                          vectorize=True, unroll=1, threads=1, parallel_dim="n", precision="f32")
+        cs = page_aligned_empty((m, n), np.float32)
+        rows.append(Row(f"tilewise f32 [{STREAM}]", compile(w32, stream).bind([a, wt, cs]), out=lambda c=cs: c,
+                        bytes_=4.0 * (m * k + k * n + m * n), bound=1e-4))
     sb = s32.replace(precision="bf16")
     cb = page_aligned_empty((m, n), np.float32)
     ab, wb = (aligned(to_storage(x, "bf16"), page_aligned_empty) for x in (a, wt))
@@ -268,7 +278,7 @@ def interleave(rows: list[Row], args) -> None:
 
 # -- output ----------------------------------------------------------------------------------------------
 def print_table(title, rows, flops, fma, dram) -> None:
-    base = next((r.median_s for r in rows if r.name.startswith("tilewise f32")), float("nan"))
+    base = min((r.median_s for r in rows if r.run and r.name.startswith("tilewise f32")), default=float("nan"))
     print(f"\n{title}")
     print(f"{'kernel':46s} {'ms':>8s} {'GFLOP/s':>8s} {'%FMA':>5s} {'GB/s':>6s} {'%DRAM':>5s} "
           f"{'vs tw f32':>9s} {'err(A@W)':>9s} {'err(own)':>9s} {'bound':>6s}")
@@ -290,12 +300,12 @@ def print_goals(summary, missing) -> None:
     print("\nGoals (issue 18)")
     for m, n, k, rows in summary:
         by = {r.name.split(" [")[0]: r for r in rows if r.run}
-        f32 = by.get("tilewise f32")
-        if m * 4 <= 32:                                      # decode shapes: memory-bound GEMV/GEMM
+        f32 = min((r for r in rows if r.run and r.name.startswith("tilewise f32")), key=lambda r: r.median_s)
+        if m <= 8:                                           # decode shapes: memory-bound GEMV/GEMM
             w4 = next((r for name, r in by.items() if name.startswith("tilewise w4")), None)
             torch_best = min((r for name, r in by.items() if name.startswith("torch")), key=lambda r: r.median_s)
             blas = by["numpy f32 (OpenBLAS)"]
-            print(f"  {m}x{n}x{k}: w4 vs tilewise f32 {f32.median_s / w4.median_s:.2f}x (goal >= 4x; vs numpy f32 "
+            print(f"  {m}x{n}x{k}: w4 vs the faster tilewise f32 {f32.median_s / w4.median_s:.2f}x (goal >= 4x; vs numpy f32 "
                   f"{blas.median_s / w4.median_s:.2f}x); vs best torch ({torch_best.name}) "
                   f"{torch_best.median_s / w4.median_s:.2f}x (goal >= 1x)")
         else:

@@ -9,10 +9,12 @@ Symmetric: no zero point, so a dequantized weight is ``scale * q`` and a zero we
 Storage (row-major, what the kernel streams):
 
 - int8: ``q[K, N]`` as int8;
-- int4: ``packed[K / 2, N]`` int8 bytes, byte ``(p, n)`` holding row ``2p`` in its low nibble and row
-  ``2p + 1`` in its high nibble (two's complement nibbles).  Packing along K keeps a vector load
-  over N contiguous, and both nibbles of a byte feed the same output column: one sign extension of
-  the byte, then a shift pair for the low and one arithmetic shift for the high nibble;
+- int4: ``packed[K / 2, N]`` int8 bytes, byte ``(p, n)`` holding row ``2p`` (``lo``) and row
+  ``2p + 1`` (``hi``) as the value ``16 hi + lo`` (both in [-7, 7], so it fits a signed byte):
+  ``hi = (b + 8) >> 4`` (arithmetic), ``lo = b - 16 hi``.  Packing along K keeps a vector load
+  over N contiguous, both values of a byte feed the same output column, and the kernel needs no
+  shift pair to isolate ``lo``: with ``x = f32(b)``, ``a_even lo + a_odd hi = a_even x + (a_odd -
+  16 a_even) hi`` (one add and one arithmetic shift per byte, then two converts and two FMAs);
 - scales ``scale[K / G, N]`` as f32.
 
 ``dequantize`` is the float64 reference: the values the kernel's arithmetic stands for.
@@ -42,22 +44,21 @@ def quantize(w: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarr
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:
-    """int4 values ``q[K, N]`` (int8 in [-8, 7], K even) -> bytes ``[K / 2, N]`` (low nibble: even row)."""
+    """int4 values ``q[K, N]`` (in [-7, 7], K even) -> bytes ``[K / 2, N]``: ``16 q[2p+1] + q[2p]``."""
     if q.shape[0] % 2:
         raise ValueError(f"int4 packing needs an even K, got {q.shape[0]}")
-    if q.min(initial=0) < -8 or q.max(initial=0) > 7:
-        raise ValueError("int4 values must lie in [-8, 7]")
-    u = q.astype(np.int16) & 0xF
-    return ((u[1::2] << 4) | u[0::2]).astype(np.uint8).view(np.int8)
+    if q.min(initial=0) < -QMAX[4] or q.max(initial=0) > QMAX[4]:
+        raise ValueError(f"int4 values must lie in [-{QMAX[4]}, {QMAX[4]}] (symmetric)")
+    q = q.astype(np.int16)
+    return (16 * q[1::2] + q[0::2]).astype(np.int8)
 
 
 def unpack_int4(packed: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pack_int4`: bytes ``[K / 2, N]`` -> int8 values ``[K, N]`` in [-8, 7]."""
+    """Inverse of :func:`pack_int4`: bytes ``[K / 2, N]`` -> int8 values ``[K, N]`` in [-7, 7]."""
     b = np.asarray(packed).astype(np.int8).astype(np.int16)
-    lo = ((b & 0xF) ^ 0x8) - 0x8
-    hi = b >> 4                                       # arithmetic: the byte's sign is the high nibble's
+    hi = (b + 8) >> 4                                  # arithmetic shift: floor((16 hi + lo + 8) / 16)
     out = np.empty((2 * b.shape[0],) + b.shape[1:], dtype=np.int8)
-    out[0::2], out[1::2] = lo, hi
+    out[0::2], out[1::2] = b - 16 * hi, hi
     return out
 
 

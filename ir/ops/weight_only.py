@@ -19,11 +19,12 @@ accumulation is f32.  The second applies the scales once per group: ``C[m, n] +=
 scale[g, n]`` (K/G FMAs per output; T is partial sums, 1/G-th the size of f32 weights).  Against one
 generic that multiplied every weight by its scale: matmul:1x4096x4096 w8 1.64 -> 0.94 ms, w4 1.28 ->
 1.03 ms on a Zen 3, one thread.  K is split into (group, row within the group) loops so that every
-indexing map is a projected permutation (the vectorizer's requirement); int4 adds the nibble loop
-``h`` (k = g*G + 2*j + h), and the body selects the nibble with shifts by ``28 - 4h`` then ``28``
-of the sign-extended byte.  The reference is ``A @ dequantize(...)`` in float64: the error checked
-is the kernel's, for the weights it was given (the quantization error against the original weights
-is the format's, reported by ``bench/precision.py``).
+indexing map is a projected permutation (the vectorizer's requirement).  An int4 step takes both
+rows of a byte ``16 hi + lo``: a pre-pass over A (O(M K)) forms ``a_odd - 16 a_even``, and the body
+is ``a_even * f32(x) + (a_odd - 16 a_even) * f32((x + 8) >> 4)`` for x the sign-extended byte --
+a sign-extending load, an add, a shift, two converts and two FMAs per 16 weights on AVX2.  The reference is ``A @ dequantize(...)`` in float64: the error checked is the kernel's, for
+the weights it was given (the quantization error against the original weights is the format's,
+reported by ``bench/precision.py``).
 
 Knobs (loop dims m, n, k; the vector runs along n, A's elements are broadcast):
 
@@ -31,9 +32,7 @@ Knobs (loop dims m, n, k; the vector runs along n, A's elements are broadcast):
 ``interchange``   order of the cache-tile loops (m, n, k)
 ``reg_tile``      [mr, nr] register tile; one weight vector is dequantized once for mr rows
 ``vectorize``     vectorize the register tile
-``unroll``        unroll factor of the loop over a group's rows (after the nibble loop)
-``nibbles``       int4 only: 2 = both nibbles of a byte in one step (one load and sign extension),
-                  1 = one nibble per step
+``unroll``        unroll factor of the loop over a group's rows (int4: over its bytes)
 ``threads``       OpenMP threads; ``parallel_dim`` "m" or "n" is split across them
 ``precision``     only the workload's own dtype (the weight format is the workload's)
 """
@@ -54,6 +53,9 @@ from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list,
 
 #: the unit attribute marking the partial-sums generic (the kernel's main loop nest)
 PARTIAL_SUMS = "tilewise.partial_sums"
+#: ... the scale generic, and int4's activation pre-pass
+SCALES = "tilewise.group_scales"
+ACTIVATIONS = "tilewise.nibble_activations"
 #: weight-only dtypes: wBITSaBITS -> (weight bits, activation dtype)
 FORMATS = {"w8a32": (8, "f32"), "w4a32": (4, "f32"), "w8a16": (8, "bf16"), "w4a16": (4, "bf16")}
 _FORMAT_RE = re.compile(r"^w([0-9]+)a([0-9]+)$")
@@ -77,7 +79,6 @@ class WeightOnlyMatmul(OpKind):
         "interchange": "order of the cache-tile loops",
         "reg_tile": "register tile [mr, nr]",
         "vectorize": "vectorize the register tile",
-        "nibbles": "int4: nibbles of a byte per step (1 or 2)",
         "unroll": "unroll factor of the loop over a group's rows",
         "threads": "OpenMP threads",
         "parallel_dim": "loop dim split across threads",
@@ -184,14 +185,18 @@ class WeightOnlyMatmul(OpKind):
                 q3 = _expand(Q, [k // g, g, n], "i8", [[0, 1], [2]])
                 t = _generic([a3, q3], partial, ["(m, g, j)", "(g, j, n)", "(m, g, n)"], 3,
                              lambda a, q, acc: _mac(a, _int8(q), acc, adt))
-            else:               # dims (m, n, g, j, h): k = g*G + 2j + h
+            else:               # dims (m, n, g, j): k = g*G + 2j + {0: low nibble, 1: high nibble}
                 a4 = _expand(A, [m, k // g, g // 2, 2], adt, [[0], [1, 2, 3]])
+                a_even, a_odd = (_nibble_rows(a4, h, adt) for h in (0, 1))
+                a_adj = _odd_minus_16_even(a_even, a_odd, adt)
                 q3 = _expand(Q, [k // g, g // 2, n], "i8", [[0, 1], [2]])
-                t = _generic([a4, q3], partial, ["(m, g, j, h)", "(g, j, n)", "(m, g, n)"], 3,
-                             lambda a, q, acc: _mac(a, _int4(q), acc, adt))
+                t = _generic([a_even, a_adj, q3], partial, ["(m, g, j)", "(m, g, j)", "(g, j, n)", "(m, g, n)"], 3,
+                             lambda a0, a1, q, acc: _mac4(a0, a1, q, acc, adt))
             t.owner.attributes[PARTIAL_SUMS] = ir.UnitAttr.get()
             acc = linalg.fill(zero, outs=[C])
-            return _scale_generic(t, S, acc)
+            out = _scale_generic(t, S, acc)
+            out.owner.attributes[SCALES] = ir.UnitAttr.get()
+            return out
 
     # -- knobs -----------------------------------------------------------------------------------------
     def default_schedule(self, w, target) -> Schedule:
@@ -201,8 +206,7 @@ class WeightOnlyMatmul(OpKind):
         _, m, n, k = self.mnk(w)
         lanes = target.simd_lanes("f32")
         return Schedule(tile=[0, 0, 16], interchange=[0, 2, 1], reg_tile=[1, min(4 * lanes, n)],
-                        vectorize=True, unroll=1, threads=1, parallel_dim="n", precision=w.dtype,
-                        **({"nibbles": 2} if self.bits(w) == 4 else {}))
+                        vectorize=True, unroll=1, threads=1, parallel_dim="n", precision=w.dtype)
 
     def validate(self, w, s: Schedule) -> None:
         super().validate(w, s)
@@ -225,11 +229,6 @@ class WeightOnlyMatmul(OpKind):
         unroll = s.get("unroll", 1)
         if unroll not in (1, 2, 4, 8):
             raise ScheduleError(f"unroll={unroll!r}: must be 1, 2, 4 or 8")
-        if unroll > 1 and self.bits(w) == 4 and s.get("nibbles", 2) != 2:
-            raise ScheduleError("unroll > 1 unrolls the row loop, which int4 has only with nibbles=2")
-        nibbles = s.get("nibbles", 2 if self.bits(w) == 4 else 1)
-        if nibbles not in ((1, 2) if self.bits(w) == 4 else (1,)):
-            raise ScheduleError(f"nibbles={nibbles!r}: must be 1 or 2 for int4 weights, 1 for int8")
 
     # -- schedule -> script ----------------------------------------------------------------------------
     def schedule(self, script, w, s: Schedule) -> None:
@@ -240,11 +239,13 @@ class WeightOnlyMatmul(OpKind):
             script.bufferize()
             return    # the untuned baseline: plain loops
         _, m, n, k = self.mnk(w)
-        rows = [0] if self.bits(w) == 8 else [0, 0]        # j (and h): never split across threads
+        rows = [0]                                          # j: never split across threads
         f = script.func()
         partial_fill, out_fill = script.split(script.match("linalg.fill", f), 2)
         partial = script.match_marked("linalg.generic", PARTIAL_SUMS, f)
-        scale = script.split(script.match("linalg.generic", f), 2)[1]
+        scale = script.match_marked("linalg.generic", SCALES, f)
+        if self.bits(w) == 4:       # the activation pre-pass: one vector of a group's rows per step
+            script.tile(script.match_marked("linalg.generic", ACTIVATIONS, f), [1, 1, 8])
         threads = int(s.get("threads", 1))
         if threads > 1:
             split = [threads, 0] if s.get("parallel_dim", "n") == "m" else [0, threads]
@@ -259,12 +260,11 @@ class WeightOnlyMatmul(OpKind):
         mc, nc, kc = s.get("tile", (0, 0, 0))
         if mc or nc or kc:
             _, loops = script.tile(script.match_marked("linalg.generic", PARTIAL_SUMS, f),
-                                   _cache_sizes(w, mc, nc, kc), _interchange(s.get("interchange"), len(rows)))
+                                   _cache_sizes(w, mc, nc, kc), _interchange(s.get("interchange")))
             script.peel(loops)
             script.canonicalize(f)
         mr, nr = s.get("reg_tile", (1, 1))
-        _, loops = script.tile(script.match_marked("linalg.generic", PARTIAL_SUMS, f),
-                               [mr, nr] + [1] * (len(rows) + 1))
+        _, loops = script.tile(script.match_marked("linalg.generic", PARTIAL_SUMS, f), [mr, nr, 1, 1])
         script.peel(loops[:2])
         script.canonicalize(f)
         if s.get("vectorize", True):
@@ -277,11 +277,9 @@ class WeightOnlyMatmul(OpKind):
         script.canonicalize(fb)
         fh = script.hoist_vector_transfers(script.vectorize(fb))
         script.lower_vectors(fh)
-        if self.bits(w) == 4 and s.get("nibbles", 2) == 2:
-            script.unroll_loops_of(script.match("arith.sitofp", fh), 2)      # the nibble loop h
         unroll = int(s.get("unroll", 1))
         if unroll > 1:
-            script.unroll_loops_of(script.match("arith.sitofp", fh), unroll)  # the row loop j
+            script.unroll_loops_of(script.match("arith.extsi", fh), unroll)   # the row loop j
 
 
 #: the one instance ``Matmul.variant`` hands weight-only dtypes to
@@ -295,24 +293,22 @@ def _tile_fill(script, f, fill, sizes: list[int]) -> None:
 
 
 def _cache_sizes(w, mc: int, nc: int, kc: int) -> list[int]:
-    """Tile sizes over (m, n, g, j[, h]) of the cache tile [Mc, Nc, Kc]: Kc a multiple of the group
-    tiles g, a divisor of it tiles j (rows of a group; int4 rows come in byte pairs)."""
+    """Tile sizes over (m, n, g, j) of the cache tile [Mc, Nc, Kc]: Kc a multiple of the group
+    tiles g, a divisor of it tiles j (a group's rows; an int4 j is a byte: two rows)."""
     g = w.kind.group(w)
     rows = 2 if w.kind.bits(w) == 4 else 1
-    inner = [] if rows == 1 else [0]
     if kc == 0:
-        return [mc, nc, 0, 0] + inner
+        return [mc, nc, 0, 0]
     if kc % g == 0:
-        return [mc, nc, kc // g, 0] + inner
-    return [mc, nc, 1, kc // rows] + inner
+        return [mc, nc, kc // g, 0]
+    return [mc, nc, 1, kc // rows]
 
 
-def _interchange(ix, inner: int) -> list[int] | None:
-    """The (m, n, k) loop order over (m, n, g, j[, h]): k stands for g then j; h stays innermost."""
+def _interchange(ix) -> list[int] | None:
+    """The (m, n, k) loop order over (m, n, g, j): k stands for g then j."""
     if not ix:
         return None
-    order = [d for i in ix for d in ([i] if i < 2 else [2, 3])]
-    return order + [4][:inner - 1]
+    return [d for i in ix for d in ([i] if i < 2 else [2, 3])]
 
 
 # -- IR helpers ------------------------------------------------------------------------------------------
@@ -349,12 +345,39 @@ def _int8(q: ir.Value) -> ir.Value:
     return arith.extsi(ir.IntegerType.get_signless(32), q)
 
 
-def _int4(q: ir.Value) -> ir.Value:
-    """The signed nibble ``h`` (linalg index 4) of byte ``q``: (sext(q) << (28 - 4h)) >>s 28."""
-    i32 = ir.IntegerType.get_signless(32)
-    h = arith.index_cast(i32, linalg.IndexOp(4).result)
-    shift = arith.subi(_i32(28), arith.muli(h, _i32(4)))
-    return arith.shrsi(arith.shli(arith.extsi(i32, q), shift), _i32(28))
+def _nibble_rows(a4: ir.Value, h: int, adt: str) -> ir.Value:
+    """``A[m, g, j, h]`` for one ``h``: the activations of the even (0) or odd (1) rows of K."""
+    shape = ir.RankedTensorType(a4.type).shape
+    t = ir.RankedTensorType.get(shape[:3], DTYPES[adt].mlir_type())
+    return tensor.ExtractSliceOp(t, a4, [], [], [], [0, 0, 0, h], shape[:3] + [1], [1, 1, 1, 1]).result
+
+
+def _odd_minus_16_even(a_even: ir.Value, a_odd: ir.Value, adt: str) -> ir.Value:
+    """``a_odd - 16 a_even`` (f32), the odd rows' activations for :func:`_mac4`: O(M K), once."""
+    f32 = ir.F32Type.get()
+    shape = ir.RankedTensorType(a_even.type).shape
+    ident = ir.Attribute.parse("affine_map<(m, g, j) -> (m, g, j)>")
+    op = linalg.GenericOp_([a_even, a_odd], [tensor.empty(shape, f32)], ir.ArrayAttr.get([ident] * 3),
+                           [linalg.IteratorType.parallel] * 3)
+    op.attributes[ACTIVATIONS] = ir.UnitAttr.get()
+    block = op.regions[0].blocks[0]
+    with ir.InsertionPoint(block):
+        ev, od = (arith.extf(f32, x) if adt == "bf16" else x for x in block.arguments[:2])
+        c16 = arith.ConstantOp(f32, 16.0).result
+        linalg.YieldOp([arith.subf(od, arith.mulf(c16, ev))])
+    return op.result
+
+
+def _mac4(a_even: ir.Value, a_adj: ir.Value, q: ir.Value, acc: ir.Value, adt: str) -> ir.Value:
+    """Both rows of byte ``q = 16 hi + lo`` (:mod:`tilewise.ir.quant`'s int4 format): ``hi = (x + 8)
+    >>s 4`` of x = sext(q), and ``a_even lo + a_odd hi = a_even f32(x) + (a_odd - 16 a_even) f32(hi)``:
+    no shift pair isolates ``lo`` (the largest intermediate is ~16x the products it replaces: ~1e-6
+    relative error in f32, against the 1e-4 bound)."""
+    f32, i32 = ir.F32Type.get(), ir.IntegerType.get_signless(32)
+    a_even = arith.extf(f32, a_even) if adt == "bf16" else a_even
+    x = arith.extsi(i32, q)
+    hi = arith.shrsi(arith.addi(x, _i32(8)), _i32(4))
+    return math.fma(a_adj, arith.sitofp(f32, hi), math.fma(a_even, arith.sitofp(f32, x), acc))
 
 
 def _mac(a: ir.Value, q32: ir.Value, acc: ir.Value, adt: str) -> ir.Value:

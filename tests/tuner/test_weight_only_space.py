@@ -16,7 +16,6 @@ def test_every_drawn_schedule_is_legal_for_the_op(text, fixed_target):
     for _ in range(200):
         w.kind.validate(w, space.sample(rng))
     assert space.knobs["precision"] == [w.dtype]          # the format is the workload's, not a knob
-    assert ("nibbles" in space.knobs) == (w.kind.bits(w) == 4)
     assert all(kc == 0 or kc % 128 == 0 or 128 % kc == 0 for _, _, kc in space.knobs["tile"]) or w.kind.group(w) != 128
 
 

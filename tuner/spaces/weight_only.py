@@ -16,7 +16,6 @@ def weight_only_space(w, target, options: SpaceOptions) -> Space:
     dims = w.loop_dims
     m, n, k = dims["m"], dims["n"], dims["k"]
     g = w.kind.group(w)
-    int4 = w.kind.bits(w) == 4
     lanes = target.simd_lanes("f32")
     regs = target.vector_registers
     nrs = [v for v in (lanes, 2 * lanes, 4 * lanes, 8 * lanes, 16 * lanes) if v <= n] or [n]
@@ -36,8 +35,6 @@ def weight_only_space(w, target, options: SpaceOptions) -> Space:
             return False
         if s["threads"] == 1 and s["parallel_dim"] != "n":
             return False                          # one spelling of "no split"
-        if int4 and s["unroll"] > 1 and s["nibbles"] != 2:
-            return False
         return True
 
     knobs = {
@@ -50,6 +47,4 @@ def weight_only_space(w, target, options: SpaceOptions) -> Space:
         "parallel_dim": ["n", "m"] if m > 1 else ["n"],
         "precision": [w.dtype],
     }
-    if int4:
-        knobs["nibbles"] = [2, 1]
     return Space(knobs, legal)
