@@ -236,6 +236,8 @@ def _parse(d: dict[str, Any], source: str) -> Cluster:
         dev_id = str(dd.get("id", f"d{i}"))
         devices.append(_device(dd, dev_id, str(dd.get("node", dev_id)), source))
     for g in d.get("nodes", []):
+        if "name" not in g:
+            raise ClusterError(f"{source}: a nodes entry needs a name (device ids are NAME<i>/<k>)")
         for n in range(int(g.get("count", 1))):
             node = f"{g['name']}{n}"
             for k in range(int(g.get("devices_per_node", 1))):

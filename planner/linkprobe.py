@@ -99,7 +99,7 @@ def _allreduce(dist, torch, size: int, repeats: int, group=None) -> float:
     return statistics.median(times)
 
 
-def _member(rank: int, world: int, sizes: Sequence[int], repeats: int, threads: int, local_ranks: int) -> dict | None:
+def _member(rank: int, world: int, sizes: Sequence[int], repeats: int, threads: int) -> dict | None:
     """What one rank measures; rank 0 returns the cluster JSON."""
     import torch
     import torch.distributed as dist
@@ -136,8 +136,10 @@ def _member(rank: int, world: int, sizes: Sequence[int], repeats: int, threads: 
         devices.append({"id": names[r], "node": entry["host"], "kind": "cpu", "threads": threads,
                         "memory_bytes": _physical_memory() / on_node, **entry["figures"]})
     pairs = [dict(ln, a=names[ln["a"]], b=names[ln["b"]], measured=True) for lst in gathered for ln in lst]
-    out = {"schema_version": SCHEMA_VERSION, "name": f"measured-{world}x{info[0]['host']}", "backend": dist.get_backend(),
-           "devices": devices, "links": [{k: v for k, v in p.items() if k not in ("one_way_s", "pair_all_reduce_s")} for p in pairs]}
+    raw = ("one_way_s", "pair_all_reduce_s")
+    out = {"schema_version": SCHEMA_VERSION, "name": f"measured-{world}x{info[0]['host']}",
+           "backend": dist.get_backend(), "devices": devices,
+           "links": [{k: v for k, v in p.items() if k not in raw} for p in pairs]}
     cluster = Cluster.from_json(out, "measured")
     from tilewise.planner.collectives import all_reduce_s
     group = [d.id for d in cluster.devices]
@@ -168,7 +170,7 @@ def _spawned(rank: int, world: int, init: str, sizes, repeats, threads, result_p
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        out = _member(rank, world, sizes, repeats, threads, world)
+        out = _member(rank, world, sizes, repeats, threads)
         if out is not None:
             with open(result_path, "w") as f:
                 json.dump(out, f)
@@ -186,7 +188,7 @@ def measure_links(ranks: int = 2, sizes: Sequence[int] = DEFAULT_SIZES, repeats:
         import torch.distributed as dist
         dist.init_process_group("gloo")
         try:
-            return _member(dist.get_rank(), dist.get_world_size(), sizes, repeats, threads, 0) or {}
+            return _member(dist.get_rank(), dist.get_world_size(), sizes, repeats, threads) or {}
         finally:
             dist.destroy_process_group()
     if ranks < 2:

@@ -136,7 +136,8 @@ class ModelSpec:
 def load_model(spec: str, seq_len: int | None = None) -> ModelSpec:
     """MODEL as the CLI takes it: a built-in GPT size (``gpt-cpu-small``, ``gpt3-175b``, ...), an HF
     config (``hf:gpt2``; overrides after a colon: ``hf:llama`` + ``:hidden_size=512,num_hidden_layers=4``),
-    or ``pkg.mod:Class`` (built with no arguments).  Torch modules are traced on the meta device: nothing is allocated."""
+    or ``pkg.mod:Class`` (built with no arguments).  Torch modules are traced on the meta device:
+    nothing is allocated."""
     from tilewise.planner import gpt
     if spec in gpt.SIZES:
         return gpt.spec_for(spec, seq_len=seq_len)

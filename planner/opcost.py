@@ -186,10 +186,13 @@ class ProbeCosts(OpCosts):
             f, g = self._measured(f"linear:{m}x{op.k}x{op.n}:{dtype_bytes}",
                                   lambda: self._fwd_bwd(lambda: (rand(m, op.k), rand(op.n, op.k)), F.linear))
         elif op.kind == "attention":
+            def qkv():
+                return tuple(rand(b, op.batch, op.tokens, op.k) for _ in "qkv")
+
+            def attend(q, k, v):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=op.causal)
             f, g = self._measured(f"attention:{b}x{op.batch}x{op.tokens}x{op.k}:{int(op.causal)}:{dtype_bytes}",
-                                  lambda: self._fwd_bwd(lambda: tuple(rand(b, op.batch, op.tokens, op.k) for _ in "qkv"),
-                                                        lambda q, k, v: F.scaled_dot_product_attention(
-                                                            q, k, v, is_causal=op.causal)))
+                                  lambda: self._fwd_bwd(qkv, attend))
         elif op.kind == "bmm":
             n = b * op.batch
             f, g = self._measured(f"bmm:{n}x{op.m}x{op.k}x{op.n}:{dtype_bytes}",

@@ -188,7 +188,8 @@ def plan(model: ModelSpec, cluster: Cluster, global_batch: int, top_k: int = 5, 
     plan the space cannot split."""
     est = Estimator(model, cluster, costs)
     try:
-        candidates = list(plans) if plans is not None else list(enumerate_plans(model, cluster.size, global_batch, **space))
+        candidates = list(plans) if plans is not None else \
+            list(enumerate_plans(model, cluster.size, global_batch, **space))
         estimates = [est.evaluate(p) if est.fits(est.memory(p)) else est.rejected(p) for p in candidates]
     finally:
         est.close()

@@ -113,7 +113,8 @@ def _check_pins(devices: int, global_batch: int, dp, tp, pp, micro_batch) -> Non
         if dp is None:
             raise PlanError(f"tp {tp} x pp {pp} does not divide the cluster's {devices} devices")
     if dp is not None and global_batch % dp:
-        raise PlanError(f"global batch {global_batch} is not divisible by {dp} data-parallel ways; use a multiple of {dp}")
+        raise PlanError(f"global batch {global_batch} is not divisible by {dp} data-parallel ways; "
+                        f"use a multiple of {dp}")
     if dp is not None and micro_batch is not None and (global_batch // dp) % micro_batch:
         raise PlanError(f"the {global_batch // dp} samples per data-parallel replica are not divisible by micro-batch "
                         f"{micro_batch}")

@@ -35,7 +35,7 @@ from tilewise.planner.model import Layer, ModelError, ModelSpec, Op
 _VIEWS = {"view", "_unsafe_view", "t", "transpose", "expand", "permute", "reshape", "slice", "select", "unsqueeze",
           "squeeze", "split", "split_with_sizes", "unbind", "alias", "detach", "as_strided", "lift_fresh",
           "empty", "empty_like", "empty_strided", "zeros", "ones", "full", "arange", "scalar_tensor",
-          "zeros_like", "ones_like", "full_like", "_to_copy" if False else "_nothing_", "lift_fresh_copy"}
+          "zeros_like", "ones_like", "full_like", "lift_fresh_copy"}
 
 
 def _is_norm(m: nn.Module) -> bool:

@@ -15,8 +15,8 @@ from tests.planner.helpers import cluster
 CLI = [sys.executable, "-m", "tilewise.frontends.cli", "plan"]
 
 
-def run(*args, env=None):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300, env=env)
+def run(*args):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300)
 
 
 def one_error_line(r, fragment):
@@ -93,7 +93,6 @@ def test_measure_links_two_gloo_ranks(tmp_path):
 
 
 def test_cli_plan_table(hand_cluster):
-    env = None
     r = run("gpt-cpu-tiny", "--cluster", hand_cluster(), "-b", "4", "--top", "2", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)

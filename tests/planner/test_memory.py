@@ -1,7 +1,5 @@
 """The memory estimator against numbers multiplied out by hand, and the tracer's parameter and
 activation accounting of a tiny GPT against counts from its definition."""
-import pytest
-
 from tilewise.planner import Plan, load_model
 from tilewise.planner.memory import stage_memory
 from tilewise.planner.space import stage_layers

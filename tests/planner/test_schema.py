@@ -6,7 +6,7 @@ import pytest
 from tilewise.planner import ClusterError, ModelError, load_cluster
 from tilewise.planner.cluster import SCHEMA_VERSION, Cluster
 from tilewise.planner.model import ModelSpec
-from tests.planner.helpers import cluster, cpu, hand_model
+from tests.planner.helpers import cluster, hand_model
 
 
 def test_cluster_round_trip(tmp_path):
