@@ -101,7 +101,8 @@ def main() -> None:
                     "planner_on_published": pub_best.to_json() if pub_best else None, "pick": pick.to_json(),
                     "top": [e.to_json() for e in result.top], "considered": result.considered,
                     "rejected_memory": result.rejected, "published_over_pick": ratio, "wall_s": time.time() - t0})
-        console.print(f"{run['name']}, {space}: {result.considered} plans costed, {result.rejected} rejected for memory, "
+        console.print(f"{run['name']}, {space}: {result.considered} plans costed, "
+                      f"{result.rejected} rejected for memory, "
                       f"{time.time() - t0:.1f} s; top 5:")
         for e in result.top:
             console.print(f"   {e.plan.label():40s} {tf(e):6.0f} TFLOP/s/GPU  step {e.step_s:.2f} s  "

@@ -17,16 +17,20 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
-def plan(model: Optional[str] = typer.Argument(None, help="a built-in size (gpt-cpu-small, gpt3-175b), hf:FAMILY[:KEY=VALUE,...] or pkg.mod:Class"),
+def plan(model: Optional[str] = typer.Argument(
+             None, help="a built-in size (gpt-cpu-small, gpt3-175b), hf:FAMILY[:KEY=VALUE,...] or pkg.mod:Class"),
          cluster: Optional[str] = typer.Option(None, "--cluster", help="cluster file (JSON, schema version 1)"),
-         global_batch: Optional[int] = typer.Option(None, "--global-batch", "-b", help="samples per step (default: 8 per device)"),
-         seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length to trace at (default: the model's)"),
+         global_batch: Optional[int] = typer.Option(None, "--global-batch", "-b",
+                                                    help="samples per step (default: 8 per device)"),
+         seq_len: Optional[int] = typer.Option(None, "--seq-len",
+                                               help="sequence length to trace at (default: the model's)"),
          top: int = typer.Option(5, "--top", help="plans to show"),
          dp: Optional[int] = typer.Option(None, "--dp", help="pin the data-parallel ways"),
          tp: Optional[int] = typer.Option(None, "--tp", help="pin the tensor-parallel ways"),
          pp: Optional[int] = typer.Option(None, "--pp", help="pin the pipeline stages"),
          micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="pin the micro-batch size"),
-         measure: bool = typer.Option(False, "--measure-links", help="measure links between local gloo ranks (or a torchrun launch) and write --out"),
+         measure: bool = typer.Option(False, "--measure-links",
+                                      help="measure links between local gloo ranks (or a torchrun launch) and write --out"),
          out_path: Optional[str] = typer.Option(None, "--out", help="where --measure-links writes the cluster file"),
          ranks: int = typer.Option(2, "--ranks", help="--measure-links: local processes to spawn"),
          threads: int = typer.Option(1, "--threads", help="--measure-links: torch threads per rank (one device)"),
