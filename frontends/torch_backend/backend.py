@@ -228,6 +228,15 @@ def _decide(g: GroupSpec, threads: int, opts: BackendOptions, store) -> tuple[di
     if s is None:
         candidates, source = kernels.model_schedule(w, threads), "cost model"
     errors = []
+    if source == "cost model" and w.op in kernels.MEASURED_PICK:
+        try:
+            recipes = kernels.recipe_schedules(w, threads)
+            picks = recipes + [c for c in candidates if c not in recipes][:2]
+            s, k = kernels.measured_pick(w, picks, opts.cache_dir(), top=len(picks))
+            return {"workload": g.workload, "schedule": s.to_json(), "source": "recipes and cost model's top 2, timed",
+                    "use_kernel": True, "reason": None}, k
+        except Exception as e:       # none of the top three built: the loop below tries the rest
+            errors.append(str(e)[:160])
     for s in candidates[:8]:
         try:
             k = kernels.load_kernel(w, s, opts.cache_dir())

@@ -1,7 +1,9 @@
 """The backend's options: ``torch.compile(model, backend="tilewise", options={...})``.
 
 ``mode``           ``"default"``: each kernel's schedule comes from the tuning database, else the
-                   cost model's best prediction; nothing is measured at compile time.
+                   cost model's best prediction (a conv's: the fastest of the recipes and the
+                   model's top two, timed once); row-wise and attention groups are timed against
+                   eager once; nothing is tuned.
                    ``"max-autotune"``: each kernel is tuned (measured; the trials are recorded in
                    the database) and each fusion group is timed against eager PyTorch, the faster
                    one runs.

@@ -375,3 +375,21 @@ def test_patch_embedding_conv_is_one_matmul(batch, channels, size, patch, bias, 
         with torch.no_grad():
             conv.weight.mul_(0.5)                            # the packed filter follows the parameter
         assert torch.allclose(compiled(x), f(x), atol=1e-5, rtol=1e-4)
+
+
+def test_conv_schedule_is_the_fastest_of_the_recipes_and_model_picks(monkeypatch, tmp_path):
+    """Default mode times the conv recipes and the cost model's top two (kernels.measured_pick):
+    the fastest that builds and matches the reference is kept; one that does not build is skipped."""
+    from tilewise.core.workload import Workload
+    from tilewise.frontends.torch_backend import kernels
+    from tilewise.profiling import measure
+    w = Workload.parse("conv2d_nhwc:1x10x10x8,3x3x8x16:f32:pad=1,stride=1")
+    recipes = kernels.recipe_schedules(w, 1)
+    assert len(recipes) >= 2 and all(s.get("c_tile") for s in recipes[:3])
+    bad = recipes[0].replace(reg_tile=[99, 99])            # does not validate: never built
+    times = iter([3e-3, 1e-3, 2e-3] * 4)
+    monkeypatch.setattr(measure, "time_runs", lambda *a, **k: [next(times)])
+    s, k = kernels.measured_pick(w, [bad] + recipes[:3], str(tmp_path), top=4)
+    assert s == recipes[1]                                  # the one timed fastest
+    problem = measure.make_problem(w, "f32", seed=1)
+    assert measure.check(k, problem) <= w.kind.tolerance(w, "f32")
