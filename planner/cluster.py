@@ -27,7 +27,8 @@ point-to-point figures where they differ from the collective ones (gloo's send/r
 not a silent default, because a configurator that guesses links picks plans that are slow (Pipette).
 
 A device's ``compute`` says where per-op compute costs come from: ``probe`` (timed on this machine:
-only for ``kind: cpu``, the default there) or ``roofline`` (from ``peak_flops`` and
+only for ``kind: cpu``, the default there), ``tilewise`` (``kind: cpu``: GEMMs as tilewise kernels,
+from the record store or the cost model) or ``roofline`` (from ``peak_flops`` and
 ``memory_bandwidth_bytes_per_s`` times ``gemm_efficiency``, default 1.0; the default for every
 other kind, for which this machine cannot measure).
 """
@@ -60,7 +61,7 @@ class Device:
     peak_flops: float
     memory_bandwidth_bytes_per_s: float
     threads: int = 1
-    compute: str = ""                   # "probe" | "roofline"; "" = the kind's default
+    compute: str = ""                   # "probe" | "tilewise" | "roofline"; "" = the kind's default
     gemm_efficiency: float = 1.0
 
     @property
@@ -198,11 +199,11 @@ def _device(d: dict, dev_id: str, node: str, source: str) -> Device:
     if bad:
         raise ClusterError(f"{source}: device {dev_id} has a non-positive {', '.join(bad)}")
     compute = str(d.get("compute", ""))
-    if compute not in ("", "probe", "roofline"):
-        raise ClusterError(f"{source}: device {dev_id} compute {compute!r}: use probe or roofline")
-    if compute == "probe" and d["kind"] != "cpu":
-        raise ClusterError(f"{source}: device {dev_id} of kind {d['kind']!r} cannot be probed on this machine; "
-                           f"use compute: roofline")
+    if compute not in ("", "probe", "roofline", "tilewise"):
+        raise ClusterError(f"{source}: device {dev_id} compute {compute!r}: use probe, tilewise or roofline")
+    if compute in ("probe", "tilewise") and d["kind"] != "cpu":
+        raise ClusterError(f"{source}: device {dev_id} of kind {d['kind']!r} cannot use compute: {compute} "
+                           f"(it costs this machine's CPU); use compute: roofline")
     return Device(id=dev_id, node=node, kind=str(d["kind"]), threads=int(d.get("threads", 1)), compute=compute,
                   gemm_efficiency=float(d.get("gemm_efficiency", 1.0)), **numbers)
 

@@ -11,6 +11,8 @@ device names its own (:mod:`tilewise.planner.cluster`).
   far larger than the caches) and the per-op overhead (a tiny add); backward moves twice the
   forward's bytes and runs as many ops again.  Results are cached per target key, torch version and
   thread count in ``$XDG_CACHE_HOME/tilewise/planner/`` (plain JSON with a ``schema_version``).
+* ``tilewise`` (``kind: cpu``): GEMMs as tilewise kernels of this CPU -- the record store's best
+  verified record, else the cost model's prediction (:class:`TilewiseCosts`); nothing is run.
 * ``roofline`` (any other kind; no such device here): ``max(flops / (peak_flops x gemm_efficiency),
   bytes / memory_bandwidth)`` per op, backward twice the forward's GEMM work (attention's 2.5x:
   fused attention recomputes its scores), pointwise ops at the memory bandwidth.  ``gemm_efficiency``
@@ -222,6 +224,74 @@ class ProbeCosts(OpCosts):
             opt = torch.optim.Adam([p], lr=1e-4, foreach=False)
             return [_median_s(opt.step, 3)]
         return self._measured(f"adam:{n}", run)[0]
+
+
+# -- tilewise's own records and cost model ---------------------------------------------------------
+@COMPUTE_SOURCES.register("tilewise")
+class TilewiseCosts(RooflineCosts):
+    """GEMMs (linear, bmm and attention's two batched GEMMs; backward: the data- and weight-gradient
+    GEMMs of the same sizes) costed as tilewise kernels of this CPU: the tuning store's best verified
+    record of the workload (``db``: the default record store), else the cost model's best predicted
+    latency over the workload's search space (the model ``tilewise tune`` would use on this target:
+    ``costmodel.selection``; where that is a fresh model, the roofline it ranks by until fitted), at
+    the device's thread count.  Pointwise ops and the optimizer use the
+    roofline of the device's figures.  Nothing is run: plans for kernels tilewise would compile."""
+
+    def __init__(self, device: Device, db: str | None = None, samples: int = 64):
+        if device.kind != "cpu":
+            raise ValueError(f"device {device.id} of kind {device.kind!r}: the tilewise source costs this CPU's kernels")
+        super().__init__(device)
+        from tilewise.core.target import detect
+        from tilewise.costmodel.selection import resolve_model
+        self.threads, self.samples, self.db = device.threads, samples, db
+        self.target = detect()
+        self.model = resolve_model(None, self.target)[0]
+        if getattr(self.model, "fitted", True) is False:     # no model for this CPU yet: its roofline
+            from tilewise.costmodel.base import create
+            self.model = create("roofline")
+        self._memo: dict[str, float] = {}
+
+    def _latency(self, text: str) -> float:
+        if text not in self._memo:
+            import numpy as np
+            from tilewise.core.candidate import Candidate
+            from tilewise.core.workload import Workload
+            from tilewise.datasets.base import default_location, open_store
+            from tilewise.tuner.space import SpaceOptions, space_for
+            w = Workload.parse(text)
+            store = open_store(self.db or default_location())
+            try:
+                best = next((r.measurement.median_s for r in store.query(w, self.target)
+                             if int(r.schedule.get("threads", 1)) <= self.threads and r.measurement.median_s), None)
+            finally:
+                store.close()
+            if best is None:
+                space = space_for(w, self.target, SpaceOptions(max_threads=self.threads))
+                rng = np.random.default_rng(0)
+                cands = [w.kind.default_schedule(w, self.target).replace(threads=self.threads)]
+                cands += [space.sample(rng) for _ in range(self.samples)]
+                best = float(np.min(self.model.predict([Candidate(w, c) for c in cands], self.target)))
+            self._memo[text] = best
+        return self._memo[text]
+
+    def _mm(self, batch: int, m: int, n: int, k: int) -> float:
+        m, n, k = max(1, m), max(1, n), max(1, k)
+        if batch > 1:
+            return self._latency(f"batch_matmul:{batch}x{m}x{n}x{k}:f32")
+        return self._latency(f"matmul:{m}x{n}x{k}:f32")
+
+    def op_times(self, op: Op, b: int, dtype_bytes: int) -> tuple[float, float]:
+        if op.kind == "linear":
+            m = b * op.tokens
+            return self._mm(1, m, op.n, op.k), self._mm(1, m, op.k, op.n) + self._mm(1, op.k, op.n, m)
+        if op.kind == "bmm":
+            bt = b * op.batch
+            return self._mm(bt, op.m, op.n, op.k), self._mm(bt, op.m, op.k, op.n) + self._mm(bt, op.k, op.n, op.m)
+        if op.kind == "attention":
+            bt, s, d = b * op.batch, op.tokens, op.k
+            f = self._mm(bt, s, s, d) + self._mm(bt, s, d, s)     # QK^T, PV
+            return f, 2.5 * f                                     # as the roofline: scores recomputed
+        return super().op_times(op, b, dtype_bytes)
 
 
 def costs_for(device: Device, **options) -> OpCosts:

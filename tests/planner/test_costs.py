@@ -102,3 +102,40 @@ def test_closed_form_matches_the_simulation():
     f, b, hop = [1.0, 1.2, 0.9, 1.5], [2.0, 2.4, 1.8, 3.0], [0.1, 0.1, 0.1]
     sim, closed = simulate(f, b, hop, 16)[0], closed_form(f, b, hop, 16)
     assert abs(closed - sim) <= max(x + y for x, y in zip(f, b))
+
+
+def test_tilewise_source_costs_gemms_from_the_store_then_the_cost_model(tmp_path):
+    """``compute: tilewise``: a GEMM with a verified record in the store costs that record's median;
+    one without costs the cost model's best prediction (positive, finite); the backward adds the
+    data- and weight-gradient GEMMs; a GPU device cannot use it."""
+    import math
+
+    import pytest
+    from tilewise.core.measurement import Measurement
+    from tilewise.core.record import Record
+    from tilewise.core.schedule import Schedule
+    from tilewise.core.target import detect
+    from tilewise.core.workload import Workload
+    from tilewise.datasets.base import open_store
+    from tilewise.planner.cluster import ClusterError, Device
+    from tilewise.planner.model import Op
+    from tilewise.planner.opcost import TilewiseCosts, costs_for
+    db = str(tmp_path / "records.db")
+    w = Workload.parse("matmul:8x16x32:f32")
+    store = open_store(db)
+    store.append([Record(w, detect(), Schedule(threads=1), Measurement("ok", times_s=(2e-3, 2e-3, 2e-3), rel_error=1e-7))])
+    store.close()
+    dev = Device(id="d0", node="n0", kind="cpu", memory_bytes=1e9, peak_flops=1e10,
+                 memory_bandwidth_bytes_per_s=1e10, compute="tilewise")
+    costs = TilewiseCosts(dev, db=db, samples=8)
+    assert type(costs_for(dev)) is TilewiseCosts
+    fwd, bwd = costs.op_times(Op("linear", tokens=8, k=32, n=16), 1, 4)
+    assert fwd == pytest.approx(2e-3)
+    assert math.isfinite(bwd) and bwd > 0
+    f2, _ = costs.op_times(Op("linear", tokens=8, k=48, n=16), 1, 4)     # no record: the model's guess
+    assert math.isfinite(f2) and f2 > 0
+    with pytest.raises(ClusterError, match="tilewise"):
+        from tests.planner.helpers import cpu
+        from tilewise.planner.cluster import Cluster
+        Cluster.from_json({"schema_version": 1, "name": "x", "devices": [
+            {**cpu("g0"), "kind": "a100", "compute": "tilewise"}], "links": []})

@@ -40,7 +40,7 @@ def test_compact_nodes_and_scopes():
     (lambda d: d["links"].pop(), "no link between d1 and d2"),
     (lambda d: d["devices"][0].pop("memory_bytes"), "lacks memory_bytes"),
     (lambda d: d["links"][0].update(a="zz"), "does not have"),
-    (lambda d: d["devices"][1].update(kind="h100", compute="probe"), "cannot be probed"),
+    (lambda d: d["devices"][1].update(kind="h100", compute="probe"), "cannot use compute: probe"),
     (lambda d: d.update(backend="mpi"), "backend 'mpi'"),
 ])
 def test_bad_cluster_files(edit, fragment):
