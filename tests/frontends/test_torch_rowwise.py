@@ -31,6 +31,10 @@ def scaled_softmax(x):
     return torch.softmax(x * 0.125, -1)
 
 
+def log_softmax_bias(x, b):
+    return torch.log_softmax(x + b, -1)
+
+
 def swiglu(a, b):
     return torch.nn.functional.silu(a) * b
 
@@ -49,11 +53,12 @@ def _case(name, shape=(1, 19, 37)):
         "add_layer_norm": (add_layer_norm, (x(*shape), x(*shape), x(n), x(n)), 2),
         "scaled_softmax": (scaled_softmax, (x(1, 3, *shape[1:]),), 2),
         "swiglu": (swiglu, (x(*shape), x(*shape)), 2),
+        "log_softmax_bias": (log_softmax_bias, (x(*shape), x(n)), 2),
         "rotary": (rotary, (x(1, 2, *shape[1:]), x(1, 1, *shape[1:]), x(1, 1, *shape[1:]), x(1, 2, *shape[1:])), 3),
     }[name]
 
 
-NAMES = ["rms_norm", "gelu_new", "add_layer_norm", "scaled_softmax", "swiglu", "rotary"]
+NAMES = ["rms_norm", "gelu_new", "add_layer_norm", "scaled_softmax", "swiglu", "rotary", "log_softmax_bias"]
 
 
 @pytest.mark.parametrize("name", NAMES)
