@@ -429,6 +429,35 @@ class RowwiseRunner:
 
 
 # --- the backend's side ----------------------------------------------------------------------------
+def variants(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """max-autotune's schedules of a row-wise group: the default, one row per tile, and 2x / 4x
+    longer vector steps (those the row's width allows)."""
+    width = s["out"][-1]
+    out = [s, {**s, "tile": 1}] + [{**s, "vector": v} for v in (2 * s["vector"], 4 * s["vector"]) if v <= width]
+    return [v for i, v in enumerate(out) if v not in out[:i]]
+
+
+def _tuned(spec, s: dict[str, Any], shape, env: dict, opts, reuse_output: bool):
+    """``(schedule, runner)``: the fastest of :func:`variants` that builds (each timed alone on the
+    example inputs; the check against eager follows in the caller)."""
+    from tilewise.frontends.torch_backend import profile
+    ins = [env[i] for i in spec.inputs]
+    best, errors = None, []
+    for v in variants(s):
+        try:
+            runner = RowwiseRunner(load(spec.nodes, spec.inputs, v, opts.cache_dir()), shape, v["args"], v["out"],
+                                   reuse_output=reuse_output)
+            t, _ = profile.median_time_s(lambda: runner(*ins), budget_s=0.02)
+        except Exception as e:      # a variant that does not build is skipped
+            errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:120]}")
+            continue
+        if best is None or t < best[0]:
+            best = (t, v, runner)
+    if best is None:
+        raise NotFusable("no variant built: " + "; ".join(errors[:2]))
+    return best[1], best[2]
+
+
 class RowwiseKind:
     """The group kind of a row-wise group (``GroupSpec.kind``): its kernel works in the graph's own
     row-major layout."""
@@ -467,8 +496,12 @@ def decide(spec, entry: dict[str, Any] | None, env, opts, threads: int, reuse_ou
     plan = {"workload": spec.workload, "schedule": s, "source": "row-wise default", "use_kernel": True,
             "reason": None, **({k: v for k, v in entry.items() if k in ("kernel_s", "eager_s")} if entry else {})}
     try:
-        kernel = load(spec.nodes, spec.inputs, s, opts.cache_dir())
-        runner = RowwiseRunner(kernel, shape, s["args"], s["out"], reuse_output=reuse_output)
+        if entry is None and opts.mode == "max-autotune":
+            s, runner = _tuned(spec, s, shape, env(), opts, reuse_output)
+            plan.update(schedule=s, source="row-wise, max-autotune (tile x vector timed)")
+        else:
+            runner = RowwiseRunner(load(spec.nodes, spec.inputs, s, opts.cache_dir()), shape, s["args"], s["out"],
+                                   reuse_output=reuse_output)
     except NotFusable as e:
         return None, {**plan, "schedule": None, "reason": f"no row-wise kernel: {e}"}
     except Exception as e:       # the importer, the transform, the JIT or the link rejected it

@@ -181,3 +181,24 @@ def test_rowwise_option_must_be_a_bool():
     from tilewise.frontends.torch_backend.options import BackendOptions, OptionsError
     with pytest.raises(OptionsError, match="rowwise="):
         BackendOptions.parse(None, {"rowwise": "yes"})
+
+
+def test_max_autotune_times_the_row_wise_variants(opts, tmp_path, monkeypatch):
+    """max-autotune builds the default, one-row and longer-vector variants and keeps the fastest
+    (timing made deterministic: the last variant measures fastest)."""
+    _force(monkeypatch, kernel_faster=True)
+    seen = []
+
+    def timed(fn, **kw):
+        fn()
+        seen.append(1)
+        return 1.0 / len(seen), 3
+    monkeypatch.setattr(profile, "median_time_s", timed)
+    x, w = torch.randn(2, 8, 64), torch.randn(64)
+    with torch.no_grad():
+        out = torch.compile(rms_norm, backend="tilewise", options={**opts, "mode": "max-autotune"})(x, w)
+        assert torch.allclose(out, rms_norm(x, w), atol=1e-5, rtol=1e-4)
+    (e,) = plan_entries(tmp_path / "cache", "rowwise")
+    candidates = rowwise.variants({**rowwise.default_schedule((16, 64), 1), "args": [], "out": (16, 64)})
+    assert len(seen) >= len(candidates) >= 3
+    assert e["use_kernel"] and "max-autotune" in e["source"] and e["schedule"]["vector"] == 32, e
