@@ -22,8 +22,9 @@ f32 (the faster of its rows), and two errors against float64: ``err(A@W)`` again
 (a quantized kernel's arithmetic alone; the stated bound is 1e-4 for f32 arithmetic, 3e-2 for bf16).
 
 tilewise schedules are tuned with ``--trials`` trials of the model strategy per workload (recorded in
-``--db``, so a rerun reuses them: then the table says "tuned (store)"); ``--trials 0`` takes the op
-kind's default schedule.  Goals (issue 18): bf16 >= 1.7x and i8 >= 3x tilewise f32 on the
+``--db``, so a rerun reuses them: then the table says "tuned (store)"; a store holding 1-thread
+records answers a ``--threads 2`` run with them, so give that run a store of its own); ``--trials 0``
+takes the op kind's default schedule.  Goals (issue 18): bf16 >= 1.7x and i8 >= 3x tilewise f32 on the
 compute-bound shapes, w4 GEMV >= 4x tilewise f32 GEMV and >= the best torch kernel in any precision.
 
     flock /work/notes/cpu.lock python bench/precision.py [--threads 1] [--trials 8] [--shapes 1x4096x4096]
@@ -37,7 +38,7 @@ import sys
 import time
 
 #: the hand-written decode schedule of f32 (the weight-only default's sweep): 16-row blocks of K across N
-STREAM = "hand: 16-row blocks of K across N, 1x32"
+STREAM = "hand: 16-row blocks of K across N, 1x32, threads over N"
 SHAPES = ("512x512x512", "1024x1024x1024", "197x768x3072", "1x4096x4096", "8x4096x4096", "1x4096x11008")
 
 
@@ -156,7 +157,7 @@ def tilewise_rows(m, n, k, a, wt, args, target, db, missing) -> list[Row]:
                     bytes_=4.0 * (m * k + k * n + m * n), bound=1e-4))
     if m <= 8:        # decode: the f32 space's row blocks start at 64; 16 rows across N streams better
         stream = Schedule(tile=[0, 0, 16], interchange=[0, 2, 1], reg_tile=[1, min(32, n)], promote=False,
-                          vectorize=True, unroll=1, threads=1, parallel_dim="n", precision="f32")
+                          vectorize=True, unroll=1, threads=args.threads, parallel_dim="n", precision="f32")
         cs = page_aligned_empty((m, n), np.float32)
         rows.append(Row(f"tilewise f32 [{STREAM}]", compile(w32, stream).bind([a, wt, cs]), out=lambda c=cs: c,
                         bytes_=4.0 * (m * k + k * n + m * n), bound=1e-4))

@@ -75,7 +75,7 @@ class WeightOnlyMatmul(OpKind):
     precisions = ()
     short_attrs = {"g": "group"}
     knobs = {
-        "tile": "cache tile [Mc, Nc, Kc] (0 = whole dim, Kc a multiple of the group)",
+        "tile": "cache tile [Mc, Nc, Kc] (0 = whole dim, Kc a multiple or a divisor of the group)",
         "interchange": "order of the cache-tile loops",
         "reg_tile": "register tile [mr, nr]",
         "vectorize": "vectorize the register tile",
