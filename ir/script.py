@@ -234,6 +234,17 @@ class Script:
             lambda: tvec.ApplyMultiReductionFlatteningPatternsOp(
                 lowering_strategy=tvec.VectorMultiReductionLowering.InnerReduction))
 
+    def vectorize_bufferized(self, root: ir.Value) -> ir.Value:
+        """Vectorize the kernel of a bufferized module ``root`` (its function CSE'd and canonicalized
+        first, so identical subviews merge), hoist the transfers and lower the vectors; returns the
+        lowered function's handle."""
+        fb = self.func(root)
+        self.cse(fb)
+        self.canonicalize(fb)
+        fh = self.hoist_vector_transfers(self.vectorize(fb))
+        self.lower_vectors(fh)
+        return fh
+
     def rows_in_vectors(self, ops: Sequence[ir.Value], rank: int, vector: int, func: ir.Value,
                         vectorize: bool = True) -> None:
         """The inner end of a row-wise schedule (softmax, the backend's fused row-wise groups):

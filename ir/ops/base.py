@@ -195,3 +195,14 @@ def check_int_list(name: str, value, length: int, lo: int, his: Sequence[int]) -
         if v < lo or v > hi:
             raise ScheduleError(f"{name}[{i}]={v} is out of range: must be in [{lo}, {hi}]")
     return value
+
+
+def check_tiles_and_interchange(tile: Sequence[int], reg: Sequence[int], s: Schedule) -> None:
+    """A contraction schedule's register tile fits its cache tile (m, n) and its ``interchange`` is a
+    permutation of the three cache-tile loops (ScheduleError otherwise)."""
+    for i, name in enumerate("mn"):
+        if tile[i] and reg[i] > tile[i]:
+            raise ScheduleError(f"reg_tile {name}={reg[i]} exceeds the cache tile {name}={tile[i]}")
+    ix = s.get("interchange")
+    if ix is not None and sorted(ix) != [0, 1, 2]:
+        raise ScheduleError(f"interchange={list(ix)}: must be a permutation of [0, 1, 2]")

@@ -221,13 +221,8 @@ class Conv2dNhwc(OpKind):
         script.decompose(script.match(CONV_OP, f))
         script.canonicalize(f)
         root = script.bufferize()
-        if not s.get("vectorize", True):
-            return
-        fb = script.func(root)
-        script.cse(fb)
-        script.canonicalize(fb)
-        fh = script.hoist_vector_transfers(script.vectorize(fb))
-        script.lower_vectors(fh)
+        if s.get("vectorize", True):
+            script.vectorize_bufferized(root)
 
 
 def tile_and_peel(script, f, sizes: list[int], peel_from: int) -> None:

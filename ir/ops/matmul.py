@@ -26,7 +26,8 @@ from torch_mlir import ir
 from torch_mlir.dialects import arith, func, linalg
 
 from tilewise.ir.dtypes import DTYPES
-from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list, check_rank, register
+from tilewise.ir.ops.base import (ArgSpec, OpKind, ScheduleError, check_int_list, check_rank,
+                                  check_tiles_and_interchange, register)
 from tilewise.ir.ops.weight_only import WEIGHT_ONLY, is_weight_only
 from tilewise.core.schedule import Schedule
 
@@ -130,12 +131,7 @@ class _Contraction(OpKind):
         _, m, n, k = self.mnk(w)
         tile = check_int_list("tile", s.get("tile", (0, 0, 0)), 3, 0, (m, n, k))
         reg = check_int_list("reg_tile", s.get("reg_tile", (1, 1)), 2, 1, (m, n))
-        for i, name in enumerate("mn"):
-            if tile[i] and reg[i] > tile[i]:
-                raise ScheduleError(f"reg_tile {name}={reg[i]} exceeds the cache tile {name}={tile[i]}")
-        ix = s.get("interchange")
-        if ix is not None and sorted(ix) != [0, 1, 2]:
-            raise ScheduleError(f"interchange={list(ix)}: must be a permutation of [0, 1, 2]")
+        check_tiles_and_interchange(tile, reg, s)
         unroll = s.get("unroll", 1)
         if not isinstance(unroll, int) or isinstance(unroll, bool) or not 1 <= unroll <= 8:
             raise ScheduleError(f"unroll={unroll!r}: must be an integer in [1, 8]")

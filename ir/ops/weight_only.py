@@ -49,7 +49,8 @@ from tilewise.core.schedule import Schedule
 from tilewise.core.workload import WorkloadError
 from tilewise.ir import quant
 from tilewise.ir.dtypes import DTYPES
-from tilewise.ir.ops.base import ArgSpec, OpKind, ScheduleError, check_int_list, check_rank
+from tilewise.ir.ops.base import (ArgSpec, OpKind, ScheduleError, check_int_list, check_rank,
+                                  check_tiles_and_interchange)
 
 #: the unit attribute marking the partial-sums generic (the kernel's main loop nest)
 PARTIAL_SUMS = "tilewise.partial_sums"
@@ -218,12 +219,7 @@ class WeightOnlyMatmul(OpKind):
         if tile[2] % g and (g % tile[2] or tile[2] % rows):
             raise ScheduleError(f"tile k={tile[2]} must be a multiple or a divisor of the group {g}"
                                 + (" (and even: int4 rows come in byte pairs)" if rows == 2 else ""))
-        for i, dim in enumerate("mn"):
-            if tile[i] and reg[i] > tile[i]:
-                raise ScheduleError(f"reg_tile {dim}={reg[i]} exceeds the cache tile {dim}={tile[i]}")
-        ix = s.get("interchange")
-        if ix is not None and sorted(ix) != [0, 1, 2]:
-            raise ScheduleError(f"interchange={list(ix)}: must be a permutation of [0, 1, 2]")
+        check_tiles_and_interchange(tile, reg, s)
         if s.get("parallel_dim", "n") not in ("m", "n"):
             raise ScheduleError(f"parallel_dim={s.get('parallel_dim')!r}: must be one of m, n")
         unroll = s.get("unroll", 1)
@@ -272,11 +268,7 @@ class WeightOnlyMatmul(OpKind):
         root = script.bufferize()
         if not s.get("vectorize", True):
             return
-        fb = script.func(root)
-        script.cse(fb)
-        script.canonicalize(fb)
-        fh = script.hoist_vector_transfers(script.vectorize(fb))
-        script.lower_vectors(fh)
+        fh = script.vectorize_bufferized(root)
         unroll = int(s.get("unroll", 1))
         if unroll > 1:
             script.unroll_loops_of(script.match("arith.extsi", fh), unroll)   # the row loop j
