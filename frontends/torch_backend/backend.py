@@ -181,8 +181,15 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
     decided = fused.decide(env, decided, opts, lambda g: not _escapes(g.nodes[-1]))
     if opts.mode == "max-autotune" and plan is None:
         decided = profile.choose_faster(env(), decided)
-    # built, checked and timed against eager here (rowwise.decide, attention.decide)
-    store = None
+    # built, checked and timed against eager here (rowwise.decide, attention.decide); an attention
+    # group's three kernels get their schedules like any group's (_decide)
+    store = kernels.open_db(opts.db) if any(g.anchor == "attention" for g in rows) else None
+
+    def pick(workload: str):
+        e, k = _decide(types.SimpleNamespace(workload=workload), threads, opts, store)
+        if e["schedule"] is None:
+            raise RuntimeError(f"{workload}: {e['reason']}")
+        return e["schedule"], k
     try:
         for g in rows:
             entry = (plan or {}).get(g.name)
@@ -192,14 +199,6 @@ def _build_groups(ag, groups: list[GroupSpec], example_inputs, opts: BackendOpti
             if g.anchor == "rowwise":
                 runner, entry = rowwise.decide(g, entry, env, opts, threads, reuse_output=reuse)
             else:
-                if store is None:
-                    store = kernels.open_db(opts.db)
-
-                def pick(workload, _store=store):
-                    e, k = _decide(types.SimpleNamespace(workload=workload), threads, opts, _store)
-                    if e["schedule"] is None:
-                        raise RuntimeError(f"{workload}: {e['reason']}")
-                    return e["schedule"], k
                 runner, entry = attention.decide(g, entry, env, opts, threads, pick, reuse_output=reuse)
             decided.append((g, {"runner": runner, "plan": entry}))
     finally:

@@ -33,16 +33,6 @@ _UNARY_INPLACE = {"relu": aten.relu_.default, "silu": aten.silu_.default, "sigmo
                   "tanh": aten.tanh_.default}
 
 
-def _descriptor(t: torch.Tensor):
-    d = _descriptor_type(t.dim())()
-    d.allocated = d.aligned = t.data_ptr()
-    d.offset = 0
-    if t.dim():
-        d.sizes[:] = list(t.shape)
-        d.strides[:] = list(t.stride())
-    return d
-
-
 def _shaped_descriptor(shape: tuple[int, ...]):
     """A descriptor of a contiguous ``shape`` that points nowhere yet."""
     d = _descriptor_type(len(shape))()
